@@ -1,0 +1,49 @@
+# The README's two commands: `make run` and `make test`. Both set everything up on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+MODEL  ?= smollm2:135m
+HOST   ?= 127.0.0.1
+PORT   ?= 11434
+
+.PHONY: run test install model lint typecheck unit integration bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+model: install
+	@$(BIN)/gguf-serve show $(MODEL) >/dev/null 2>&1 || $(BIN)/gguf-serve pull $(MODEL)
+
+run: model
+	$(BIN)/gguf-serve serve --host $(HOST) --port $(PORT) --model $(MODEL)
+
+lint: install
+	$(BIN)/ruff check server tests bench
+	$(BIN)/ruff format --check server tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+integration: install
+	$(BIN)/python -m pytest tests/integration
+
+bench: model
+	$(BIN)/python bench/decode_vs_raw.py
+	$(BIN)/python bench/concurrency.py
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

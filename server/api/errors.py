@@ -1,0 +1,51 @@
+"""Map domain errors to HTTP status codes (one table for every API dialect)."""
+
+from __future__ import annotations
+
+from fastapi.exceptions import RequestValidationError
+
+from server import errors as e
+
+_STATUS: list[tuple[type[e.GGUFServeError], int]] = [
+    (e.ModelNotFound, 404),
+    (e.Overloaded, 503),
+    (e.InvalidRequest, 400),
+    (e.InvalidModelFile, 400),
+    (e.ModelLoadError, 500),
+    (e.ChecksumMismatch, 502),
+    (e.PullError, 502),
+    (e.EngineError, 500),
+]
+
+
+def status_for(exc: e.GGUFServeError) -> int:
+    """HTTP status for a domain error (its most specific listed class wins)."""
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def headers_for(exc: e.GGUFServeError) -> dict[str, str]:
+    """Extra response headers (Retry-After for an overloaded queue)."""
+    if isinstance(exc, e.Overloaded):
+        return {"Retry-After": str(exc.retry_after)}
+    return {}
+
+
+def describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
+    """One readable message and the offending parameter for a request-validation failure."""
+    parts: list[str] = []
+    param: str | None = None
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        if err.get("type") == "json_invalid":
+            return "the request body is not valid JSON: " + str(
+                err.get("ctx", {}).get("error", "")
+            ), None
+        where = ".".join(loc)
+        if param is None and loc:
+            param = where
+        msg = str(err.get("msg", "invalid value"))
+        parts.append(f"{where}: {msg}" if where else msg)
+    return ("; ".join(parts) or "invalid request"), param

@@ -1,0 +1,165 @@
+"""create_app(settings): wiring, lifespan, error handlers; the only module that knows FastAPI."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server import __version__
+from server.api import system
+from server.api.errors import describe_validation, headers_for, status_for
+from server.api.json_body import AssumeJSONMiddleware
+from server.api.openai import routes as openai_routes
+from server.api.openai.errors import error_body
+from server.api.openai.models import ModelsService
+from server.api.openai.serving import ChatService
+from server.errors import GGUFServeError, ModelNotFound
+from server.registry import Registry
+from server.scheduler import EngineFactory, ModelManager
+from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_HTTP_TYPES = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error"}
+
+
+def _is_ollama(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def _error_response(
+    request: Request,
+    status: int,
+    message: str,
+    type_: str,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, object]
+    body = {"error": message} if _is_ollama(request) else error_body(message, type_, param, code)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GGUFServeError)
+    async def _domain(request: Request, exc: GGUFServeError) -> JSONResponse:
+        status = status_for(exc)
+        if status >= 500:
+            logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        return _error_response(
+            request, status, exc.message, exc.type, exc.param, exc.code, headers_for(exc)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = describe_validation(exc)
+        return _error_response(
+            request, 400, message, "invalid_request_error", param, "invalid_value"
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")
+        return _error_response(request, exc.status_code, str(exc.detail), type_)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error_response(request, 500, "internal server error", "server_error")
+
+
+async def _preload(app: FastAPI, settings: Settings) -> None:
+    """Warm the default model so the first request does not pay for loading; then mark ready."""
+    manager: ModelManager = app.state.manager
+    try:
+        lease = await manager.acquire(settings.default_model)
+        lease.release()
+        logger.info("default model %s is loaded", settings.default_model)
+    except ModelNotFound:
+        logger.warning(
+            "default model %s is not in the store; pull it with `gguf-serve pull %s`",
+            settings.default_model,
+            settings.default_model,
+        )
+    except GGUFServeError as exc:
+        logger.error("could not preload %s: %s", settings.default_model, exc.message)
+    finally:
+        app.state.ready.set()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    registry: Registry | None = None,
+    engine_factory: EngineFactory | None = None,
+    preload: bool = True,
+) -> FastAPI:
+    """Build the application; state lives on app.state, created here (no globals)."""
+    registry = registry or Registry(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        manager = ModelManager(settings, registry, engine_factory)
+        app.state.manager = manager
+        app.state.chat_service = ChatService(manager, settings.default_model)
+        app.state.models_service = ModelsService(registry)
+        app.state.ready = asyncio.Event()
+        task = asyncio.create_task(_preload(app, settings)) if preload else None
+        if task is None:
+            app.state.ready.set()
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+            await manager.close()
+
+    app = FastAPI(title="gguf-serve", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.registry = registry
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    app.add_middleware(AssumeJSONMiddleware)
+    _install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(openai_routes.router)
+    return app
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def run_server(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn handles both and runs the lifespan shutdown)."""
+    import uvicorn
+
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    logger.info(
+        "gguf-serve %s listening on http://%s:%d", __version__, settings.host, settings.port
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,
+        access_log=settings.log_level == "debug",
+    )

@@ -1,0 +1,522 @@
+"""Continuous-batching engine: one worker thread owns the llama context and its slots.
+
+Each decode step batches one new token for every generating slot together with prompt chunks
+of newly admitted requests (chunked prefill bounded by n_batch). Requests arrive on a FIFO
+queue; results go back to each request's asyncio queue via call_soon_threadsafe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import llama_cpp
+import numpy as np
+
+from server.engine.courier import Courier
+from server.engine.loader import LlamaHandles
+from server.engine.logprobs import token_logprobs
+from server.engine.sampling import Sampler
+from server.engine.textstream import TextStream
+from server.engine.tokenizer import Tokenizer
+from server.engine.types import (
+    FinishReason,
+    GenerationEvent,
+    GenerationRequest,
+    SlotInfo,
+    TokenLogprob,
+    Usage,
+)
+from server.errors import ContextLengthExceeded, EngineError, InvalidRequest, Overloaded
+
+logger = logging.getLogger(__name__)
+
+_Item = GenerationEvent | BaseException
+T = TypeVar("T")
+
+
+class _Job:
+    """A submitted request as the worker sees it."""
+
+    __slots__ = (
+        "cancelled",
+        "loop",
+        "queue",
+        "req",
+        "sampler",
+        "t_admit",
+        "t_first",
+        "t_submit",
+    )
+
+    def __init__(
+        self, req: GenerationRequest, sampler: Sampler, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.req = req
+        self.sampler = sampler
+        self.loop = loop
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self.cancelled = False
+        self.t_submit = time.perf_counter()
+        self.t_admit = 0.0
+        self.t_first = 0.0
+
+
+class _Slot:
+    """One sequence of the context; `tokens` mirrors what its KV cache holds."""
+
+    __slots__ = (
+        "cached",
+        "generated",
+        "id",
+        "job",
+        "last_used",
+        "n_done",
+        "pending",
+        "text",
+        "tokens",
+    )
+
+    def __init__(self, slot_id: int) -> None:
+        self.id = slot_id
+        self.tokens: list[int] = []
+        self.job: _Job | None = None
+        self.n_done = 0  # prompt tokens already in the KV cache
+        self.cached = 0
+        self.generated = 0
+        self.pending = -1  # sampled token not yet decoded
+        self.text: TextStream | None = None
+        self.last_used = 0
+
+    @property
+    def state(self) -> str:
+        job = self.job
+        if job is None:
+            return "idle"
+        return "prompt" if self.n_done < len(job.req.prompt_tokens) else "generating"
+
+
+class GenerationStreamImpl:
+    """Async iterator over one job's events; aclose() cancels the job."""
+
+    def __init__(self, engine: BatchEngine, job: _Job) -> None:
+        self._engine = engine
+        self._job = job
+        self._done = False
+
+    def __aiter__(self) -> GenerationStreamImpl:
+        return self
+
+    async def __anext__(self) -> GenerationEvent:
+        if self._done:
+            raise StopAsyncIteration
+        queue = self._job.queue
+        item = await queue.get()
+        # Merge whatever else is already waiting: fewer, larger chunks when the client lags.
+        while (
+            not queue.empty() and isinstance(item, GenerationEvent) and item.finish_reason is None
+        ):
+            nxt = queue.get_nowait()
+            if isinstance(nxt, BaseException):
+                queue.put_nowait(nxt)  # raise it on the next call, after this text
+                break
+            item = GenerationEvent(
+                text=item.text + nxt.text,
+                finish_reason=nxt.finish_reason,
+                usage=nxt.usage,
+                logprobs=item.logprobs + nxt.logprobs,
+            )
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        if item.finish_reason is not None:
+            self._done = True
+        return item
+
+    async def aclose(self) -> None:
+        if not self._done:
+            self._done = True
+            self._engine.cancel(self._job)
+
+    def __del__(self) -> None:  # a response body that was never iterated still frees its slot
+        if not self._done:
+            self._job.cancelled = True  # no lock here: the worker reads the flag every step
+
+
+def _deliver(items: list[tuple[_Job, _Item]]) -> None:
+    for job, item in items:
+        job.queue.put_nowait(item)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # binary search on prefix equality: O(n log n) C-level compares
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+class BatchEngine:
+    """The Engine implementation on llama.cpp's batch API with `n_parallel` slots."""
+
+    def __init__(self, handles: LlamaHandles, *, max_queue: int) -> None:
+        self._h = handles
+        self._ctx = handles.ctx
+        self._mem = handles.memory
+        self.tokenizer = Tokenizer(handles.vocab)
+        opts = handles.options
+        self._n_batch = max(opts.n_batch, opts.n_parallel)
+        self._n_ctx_slot = handles.n_ctx_seq
+        self._max_queue = max_queue
+        self._slots = [_Slot(i) for i in range(opts.n_parallel)]
+        self._pending: deque[_Job] = deque()
+        self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
+        self._cv = threading.Condition()
+        self._closing = False
+        self._use_counter = itertools.count(1)
+        self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        b = self._batch
+        self._b_token = np.ctypeslib.as_array(b.token, shape=(self._n_batch,))
+        self._b_pos = np.ctypeslib.as_array(b.pos, shape=(self._n_batch,))
+        self._b_logits = np.ctypeslib.as_array(b.logits, shape=(self._n_batch,))
+        np.ctypeslib.as_array(b.n_seq_id, shape=(self._n_batch,))[:] = 1
+        self._b_seq = [b.seq_id[i] for i in range(self._n_batch)]
+        self._courier = Courier(_deliver, lambda job: job.loop)
+        self._thread = threading.Thread(target=self._run, name="gguf-serve-engine", daemon=True)
+        self._thread.start()
+
+    # ---- called from the event loop -------------------------------------------------------
+
+    @property
+    def n_ctx_slot(self) -> int:
+        return self._n_ctx_slot
+
+    @property
+    def n_parallel(self) -> int:
+        return len(self._slots)
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        return self.tokenizer.tokenize(text, add_special=add_special)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return self.tokenizer.detokenize(tokens)
+
+    def submit(self, request: GenerationRequest) -> GenerationStreamImpl:
+        n_prompt = len(request.prompt_tokens)
+        if n_prompt == 0:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        wanted = n_prompt + (request.max_tokens or 1)
+        if wanted > self._n_ctx_slot:
+            detail = (
+                f"({n_prompt} in the prompt, {request.max_tokens} in the completion)"
+                if request.max_tokens
+                else f"({n_prompt} in the prompt)"
+            )
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {self._n_ctx_slot} tokens. However, you "
+                f"requested {wanted} tokens {detail}. Please reduce the length of the prompt or "
+                "the completion.",
+                param="messages",
+            )
+        loop = asyncio.get_running_loop()
+        with self._cv:
+            if self._closing:
+                raise EngineError("the model is being unloaded")
+            free = sum(1 for s in self._slots if s.job is None)
+            if len(self._pending) - free >= self._max_queue:
+                raise Overloaded(
+                    f"all {len(self._slots)} slots are busy and {self._max_queue} requests are "
+                    "already waiting; retry later",
+                    retry_after=1,
+                )
+            sampling = request.sampling
+            if request.ignore_eos:  # as llama-server does: end-of-generation tokens never win
+                bias = tuple((t, float("-inf")) for t in self.tokenizer.eog_tokens())
+                sampling = dataclasses.replace(sampling, logit_bias=sampling.logit_bias + bias)
+            sampler = Sampler(sampling, self._h.vocab, self.tokenizer.n_vocab)
+            job = _Job(request, sampler, loop)
+            self._pending.append(job)
+            self._cv.notify()
+        return GenerationStreamImpl(self, job)
+
+    def cancel(self, job: _Job) -> None:
+        """Mark `job` cancelled; the worker frees its slot and KV at its next step."""
+        with self._cv:
+            job.cancelled = True
+            self._cv.notify()
+
+    def slots(self) -> list[SlotInfo]:
+        out = []
+        for s in self._slots:
+            job = s.job
+            out.append(
+                SlotInfo(
+                    id=s.id,
+                    state=s.state,  # type: ignore[arg-type]
+                    prompt_tokens=len(job.req.prompt_tokens) if job else 0,
+                    cached_tokens=s.cached if job else 0,
+                    generated_tokens=s.generated if job else 0,
+                    kv_tokens=len(s.tokens),
+                )
+            )
+        return out
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the worker thread between decode steps (the only thread that may touch
+        the context) and return its result."""
+        future: Future[T] = Future()
+        with self._cv:
+            if self._closing:
+                raise EngineError("the model is being unloaded")
+            self._calls.append((fn, future))
+            self._cv.notify()
+        return await asyncio.wrap_future(future)
+
+    async def kv_state_bytes(self) -> int:
+        """Bytes of KV state the slots hold, as llama.cpp serialises it (K and V at their types)."""
+
+        def measure() -> int:
+            return sum(
+                int(llama_cpp.llama_state_seq_get_size(self._ctx, s.id)) for s in self._slots
+            )
+
+        return await self.call(measure)
+
+    def busy(self) -> bool:
+        """Whether any request is running or waiting."""
+        return bool(self._pending) or any(s.job is not None for s in self._slots)
+
+    def close(self) -> None:
+        """Stop the worker, fail what is left, free llama.cpp objects."""
+        with self._cv:
+            if self._closing:
+                return
+            self._closing = True
+            self._cv.notify()
+        self._thread.join()
+        leftovers: list[tuple[_Job, _Item]] = []
+        for job in self._pending:
+            leftovers.append((job, EngineError("the model was unloaded")))
+            job.sampler.free()
+        self._pending.clear()
+        for slot in self._slots:
+            if slot.job is not None:
+                leftovers.append((slot.job, EngineError("the model was unloaded")))
+                slot.job.sampler.free()
+                slot.job = None
+        self._courier.send(leftovers)
+        self._courier.close()
+        llama_cpp.llama_batch_free(self._batch)
+        self._h.close()
+
+    # ---- the worker -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while (
+                    not self._closing
+                    and not self._pending
+                    and not self._calls
+                    and all(s.job is None for s in self._slots)
+                ):
+                    self._cv.wait()
+                if self._closing:
+                    for _, future in self._calls:
+                        future.set_exception(EngineError("the model was unloaded"))
+                    return
+                calls = list(self._calls)
+                self._calls.clear()
+                self._reap_cancelled()
+                self._admit()
+            out: list[tuple[_Job, _Item]] = []
+            for fn, future in calls:
+                try:
+                    future.set_result(fn())
+                except Exception as exc:
+                    future.set_exception(exc)
+            try:
+                out.extend(self._step())
+            except Exception as exc:  # a failure of the whole batch: fail its requests only
+                logger.exception("decode step failed")
+                out.extend(self._fail_active(exc))
+            self._courier.send(out)
+
+    def _reap_cancelled(self) -> None:
+        if any(j.cancelled for j in self._pending):
+            for job in [j for j in self._pending if j.cancelled]:
+                self._pending.remove(job)
+                job.sampler.free()
+        for slot in self._slots:
+            if slot.job is not None and slot.job.cancelled:
+                self._release(slot, clear_kv=True)
+
+    def _admit(self) -> None:
+        while self._pending:
+            free = [s for s in self._slots if s.job is None]
+            if not free:
+                return
+            job = self._pending.popleft()
+            prompt = job.req.prompt_tokens
+            best, best_lcp = free[0], -1
+            for slot in free:
+                lcp = _common_prefix(slot.tokens, prompt)
+                if lcp > best_lcp or (lcp == best_lcp and slot.last_used < best.last_used):
+                    best, best_lcp = slot, lcp
+            reuse = min(best_lcp, len(prompt) - 1)  # evaluate at least one token for logits
+            if reuse < len(best.tokens) and not llama_cpp.llama_memory_seq_rm(
+                self._mem, best.id, reuse, -1
+            ):
+                llama_cpp.llama_memory_seq_rm(self._mem, best.id, -1, -1)
+                reuse = 0
+            del best.tokens[reuse:]
+            best.job = job
+            best.n_done = reuse
+            best.cached = reuse
+            best.generated = 0
+            best.pending = -1
+            best.text = TextStream(job.req.stop)
+            job.t_admit = time.perf_counter()
+            job.sampler.prime(prompt, job.req.sampling.repeat_last_n)
+
+    def _release(self, slot: _Slot, *, clear_kv: bool) -> None:
+        job = slot.job
+        if job is not None:
+            job.sampler.free()
+        slot.job = None
+        slot.pending = -1
+        slot.text = None
+        slot.last_used = next(self._use_counter)
+        if clear_kv:
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
+            slot.tokens.clear()
+
+    def _fail_active(self, exc: Exception) -> list[tuple[_Job, _Item]]:
+        out: list[tuple[_Job, _Item]] = []
+        for slot in self._slots:
+            if slot.job is not None:
+                out.append((slot.job, EngineError(f"generation failed: {exc}")))
+                self._release(slot, clear_kv=True)
+        return out
+
+    def _step(self) -> list[tuple[_Job, _Item]]:
+        n = 0
+        outputs: list[tuple[_Slot, int]] = []
+        tok, pos, logits, seq = self._b_token, self._b_pos, self._b_logits, self._b_seq
+        for slot in self._slots:
+            if slot.job is not None and slot.pending >= 0:
+                p = len(slot.tokens)
+                tok[n] = slot.pending
+                pos[n] = p
+                logits[n] = 1
+                seq[n][0] = slot.id
+                slot.tokens.append(slot.pending)
+                slot.pending = -1
+                outputs.append((slot, n))
+                n += 1
+        budget = self._n_batch - n
+        prefilling = sorted(
+            (
+                s
+                for s in self._slots
+                if s.job is not None and s.n_done < len(s.job.req.prompt_tokens)
+            ),
+            key=lambda s: s.job.t_admit if s.job else 0.0,
+        )
+        for slot in prefilling:
+            if budget <= 0:
+                break
+            job = slot.job
+            assert job is not None
+            prompt = job.req.prompt_tokens
+            take = min(budget, len(prompt) - slot.n_done)
+            start = slot.n_done
+            chunk = prompt[start : start + take]
+            tok[n : n + take] = chunk
+            pos[n : n + take] = np.arange(start, start + take, dtype=np.int32)
+            logits[n : n + take] = 0
+            sid = slot.id
+            for i in range(n, n + take):
+                seq[i][0] = sid
+            slot.tokens.extend(chunk)
+            slot.n_done += take
+            n += take
+            budget -= take
+            if slot.n_done == len(prompt):
+                logits[n - 1] = 1
+                outputs.append((slot, n - 1))
+        if n == 0:
+            return []
+        self._batch.n_tokens = n
+        rc = llama_cpp.llama_decode(self._ctx, self._batch)
+        if rc != 0:
+            raise EngineError(f"llama_decode returned {rc}")
+        out: list[tuple[_Job, _Item]] = []
+        now = time.perf_counter()
+        for slot, idx in outputs:
+            job = slot.job
+            assert job is not None
+            try:
+                event = self._after_sample(slot, job, idx, now)
+            except Exception as exc:
+                logger.exception("request failed in slot %d", slot.id)
+                out.append((job, EngineError(f"generation failed: {exc}")))
+                self._release(slot, clear_kv=True)
+                continue
+            if event is not None:
+                out.append((job, event))
+        return out
+
+    def _after_sample(self, slot: _Slot, job: _Job, idx: int, now: float) -> GenerationEvent | None:
+        token = job.sampler.sample(self._ctx, idx)
+        if not job.t_first:
+            job.t_first = now
+        slot.generated += 1
+        req = job.req
+        lps: tuple[TokenLogprob, ...] = ()
+        text_stream = slot.text
+        assert text_stream is not None
+        finish: FinishReason | None = None
+        if self.tokenizer.is_eog(token):
+            text = text_stream.flush()
+            finish = "stop"
+        else:
+            if req.logprobs is not None:
+                lps = (token_logprobs(self._ctx, idx, token, req.logprobs, self.tokenizer),)
+            text = text_stream.push(self.tokenizer.piece(token))
+            if text_stream.stopped:
+                finish = "stop"
+            elif (req.max_tokens is not None and slot.generated >= req.max_tokens) or len(
+                slot.tokens
+            ) + 1 >= self._n_ctx_slot:
+                finish = "length"
+                text += text_stream.flush()
+            else:
+                slot.pending = token
+        if finish is None:
+            return GenerationEvent(text=text, logprobs=lps) if text or lps else None
+        end = time.perf_counter()
+        usage = Usage(
+            prompt_tokens=len(req.prompt_tokens),
+            completion_tokens=slot.generated,
+            cached_tokens=slot.cached,
+            queue_seconds=job.t_admit - job.t_submit,
+            prompt_seconds=job.t_first - job.t_admit,
+            generation_seconds=end - job.t_first,
+        )
+        self._release(slot, clear_kv=False)
+        return GenerationEvent(text=text, finish_reason=finish, usage=usage, logprobs=lps)

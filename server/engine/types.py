@@ -1,0 +1,126 @@
+"""Engine types: what the HTTP layer hands the engine and what comes back.
+
+These are not wire schemas; routes convert between the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+FinishReason = Literal["stop", "length"]
+SlotStateName = Literal["idle", "prompt", "generating"]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """llama.cpp sampler-chain settings; temperature <= 0 means greedy."""
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    seed: int | None = None
+    grammar: str | None = None
+
+
+@dataclass(slots=True)
+class GenerationRequest:
+    """One completion to run: token ids in, text out."""
+
+    prompt_tokens: list[int]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: int | None = None  # None: off; N: also return the top-N alternatives
+    ignore_eos: bool = False  # keep generating past end-of-generation tokens (benchmarks)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One sampled token with its log-probability and the top alternatives."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    top: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts and timings of one finished request (durations in seconds)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    queue_seconds: float = 0.0
+    prompt_seconds: float = 0.0
+    generation_seconds: float = 0.0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationEvent:
+    """A piece of output: new text, and on the last event the finish reason and usage."""
+
+    text: str
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SlotInfo:
+    """Operator view of one slot (sequence) of a loaded model."""
+
+    id: int
+    state: SlotStateName
+    prompt_tokens: int
+    cached_tokens: int
+    generated_tokens: int
+    kv_tokens: int
+
+
+class GenerationStream(Protocol):
+    """Async iterator of events; leaving the loop early (aclose) cancels the request."""
+
+    def __aiter__(self) -> AsyncIterator[GenerationEvent]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Engine(Protocol):
+    """What the HTTP layer needs from a loaded model; a fake can stand in for HTTP tests."""
+
+    @property
+    def n_ctx_slot(self) -> int:
+        """Context length (tokens) available to one request."""
+        ...
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        """Token ids for `text`; special-token text (e.g. `<|im_start|>`) is parsed."""
+        ...
+
+    def detokenize(self, tokens: list[int]) -> str: ...
+
+    def submit(self, request: GenerationRequest) -> GenerationStream:
+        """Queue `request`; call from the event loop.
+
+        Raises ContextLengthExceeded if it cannot fit a slot, Overloaded if the queue is full,
+        InvalidRequest for sampling settings llama.cpp rejects (e.g. a bad grammar).
+        """
+        ...
+
+    def slots(self) -> list[SlotInfo]: ...
+
+    def close(self) -> None: ...

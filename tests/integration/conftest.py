@@ -1,0 +1,119 @@
+"""A real gguf-serve process on a free loopback port, serving the real default model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = "smollm2:135m"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    """A `gguf-serve serve` subprocess and how to reach it."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+    def slots(self) -> list[dict[str, Any]]:
+        models = httpx.get(f"{self.url}/slots", timeout=5).json()
+        return list(models[0]["slots"]) if models else []
+
+    def stop(self) -> int:
+        """SIGTERM, as docker/podman do; returns the exit code.
+
+        uvicorn re-raises the signal after its graceful shutdown, so a clean stop is -SIGTERM
+        (143 in a shell) or 0.
+        """
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_server(home: Path, log_dir: Path, *args: str, **env: str) -> RunningServer:
+    """Start a server and wait until /health says it is ready (default model preloaded)."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "GGUF_SERVE_HOME": str(home),
+        "GGUF_SERVE_LOAD__N_THREADS": "2",
+        "GGUF_SERVE_LOAD__N_CTX": "2048",
+        "GGUF_SERVE_LOG_LEVEL": os.environ.get("TEST_SERVER_LOG_LEVEL", "info"),
+        **env,
+    }
+    log = log_dir / f"server-{port}.log"
+    handle = log.open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model",
+            DEFAULT_MODEL,
+            *args,
+        ],
+        env=full_env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+    server = RunningServer(f"http://127.0.0.1:{port}", proc, log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log_tail()}")
+        try:
+            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"server did not become ready:\n{server.log_tail()}")
+
+
+@pytest.fixture(scope="session")
+def server(model_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The shared server: 8 slots of 2048 tokens, 2 threads."""
+    srv = start_server(model_home, tmp_path_factory.mktemp("logs"), "--parallel", "8")
+    yield srv
+    code = srv.stop()
+    assert code in (0, -signal.SIGTERM), f"unclean stop on SIGTERM ({code}):\n{srv.log_tail()}"
+    assert "Application shutdown complete" in srv.log.read_text()
+
+
+@pytest.fixture(scope="session")
+def base_url(server: RunningServer) -> str:
+    return f"{server.url}/v1"

@@ -1,0 +1,161 @@
+"""ModelManager: one load per model, keep_alive, eviction under max_loaded_models."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from server.chat.template import ChatTemplate
+from server.engine.options import LoadOptions
+from server.registry import Registry, ResolvedModel
+from server.scheduler import ModelManager
+from server.settings import load_settings
+from tests.conftest import MakeGGUF
+from tests.fakes import FakeEngine
+
+
+class CountingFactory:
+    def __init__(self, delay: float = 0.1) -> None:
+        self.delay = delay
+        self.loads: list[tuple[str, LoadOptions]] = []
+        self.engines: list[FakeEngine] = []
+        self._lock = threading.Lock()
+
+    def __call__(
+        self, resolved: ResolvedModel, options: LoadOptions
+    ) -> tuple[FakeEngine, ChatTemplate]:
+        time.sleep(self.delay)
+        engine = FakeEngine()
+        with self._lock:
+            self.loads.append((resolved.name, options))
+            self.engines.append(engine)
+        return engine, ChatTemplate(None)
+
+
+@pytest.fixture
+def registry(tmp_home: Path, make_gguf: MakeGGUF) -> Registry:
+    reg = Registry(load_settings(home=tmp_home))
+    reg.import_file(make_gguf("a.gguf", seed=1), "alpha:1b")
+    reg.import_file(make_gguf("b.gguf", seed=2), "beta:1b")
+    return reg
+
+
+def manager(registry: Registry, factory: CountingFactory, **settings: object) -> ModelManager:
+    s = load_settings(home=registry.settings.home, **settings)
+    return ModelManager(s, registry, factory)  # type: ignore[arg-type]
+
+
+def test_concurrent_requests_share_one_load(registry: Registry) -> None:
+    factory = CountingFactory()
+
+    async def main() -> None:
+        mm = manager(registry, factory)
+        leases = await asyncio.gather(*(mm.acquire("alpha:1b") for _ in range(5)))
+        assert len(factory.loads) == 1
+        assert len({id(lease.model) for lease in leases}) == 1
+        assert leases[0].model.refs == 5
+        for lease in leases:
+            lease.release()
+        await mm.close()
+
+    asyncio.run(main())
+
+
+def test_keep_alive_zero_unloads_after_the_request(registry: Registry) -> None:
+    factory = CountingFactory(delay=0)
+
+    async def main() -> None:
+        mm = manager(registry, factory)
+        lease = await mm.acquire("alpha:1b", keep_alive=0)
+        lease.release()
+        for _ in range(100):
+            if not mm.loaded():
+                break
+            await asyncio.sleep(0.01)
+        assert mm.loaded() == []
+        assert factory.engines[0].closed
+
+    asyncio.run(main())
+
+
+def test_keep_alive_timer_unloads_idle_model(registry: Registry) -> None:
+    factory = CountingFactory(delay=0)
+
+    async def main() -> None:
+        mm = manager(registry, factory, keep_alive="200ms")
+        (await mm.acquire("alpha:1b")).release()
+        assert mm.loaded()[0].expires_at is not None
+        await asyncio.sleep(0.1)
+        assert len(mm.loaded()) == 1
+        await asyncio.sleep(0.3)
+        assert mm.loaded() == []
+
+    asyncio.run(main())
+
+
+def test_loading_another_model_evicts_the_idle_one(registry: Registry) -> None:
+    factory = CountingFactory(delay=0)
+
+    async def main() -> None:
+        mm = manager(registry, factory, max_loaded_models=1)
+        (await mm.acquire("alpha:1b")).release()
+        lease = await mm.acquire("beta:1b")
+        assert [m.name for m in mm.loaded()] == ["beta:1b"]
+        assert factory.engines[0].closed
+        lease.release()
+        await mm.close()
+
+    asyncio.run(main())
+
+
+def test_a_busy_model_is_not_evicted_until_its_requests_finish(registry: Registry) -> None:
+    factory = CountingFactory(delay=0)
+
+    async def main() -> None:
+        mm = manager(registry, factory, max_loaded_models=1)
+        busy = await mm.acquire("alpha:1b")
+        waiter = asyncio.create_task(mm.acquire("beta:1b"))
+        await asyncio.sleep(0.1)
+        assert not waiter.done()
+        assert not factory.engines[0].closed
+        busy.release()
+        lease = await asyncio.wait_for(waiter, 2)
+        assert lease.model.name == "beta:1b"
+        lease.release()
+        await mm.close()
+
+    asyncio.run(main())
+
+
+def test_different_load_options_reload(registry: Registry) -> None:
+    factory = CountingFactory(delay=0)
+
+    async def main() -> None:
+        mm = manager(registry, factory)
+        (await mm.acquire("alpha:1b")).release()
+        (await mm.acquire("alpha:1b", overrides={"n_ctx": 1024})).release()
+        assert len(factory.loads) == 2
+        assert factory.loads[1][1].n_ctx == 1024
+        assert factory.engines[0].closed
+        (await mm.acquire("alpha:1b", overrides={"n_ctx": 1024})).release()
+        assert len(factory.loads) == 2  # same options: reused
+        await mm.close()
+
+    asyncio.run(main())
+
+
+def test_unknown_model_and_bad_overrides(registry: Registry) -> None:
+    from server.errors import InvalidRequest, ModelNotFound
+
+    async def main() -> None:
+        mm = manager(registry, CountingFactory(delay=0))
+        with pytest.raises(ModelNotFound):
+            await mm.acquire("gamma:1b")
+        with pytest.raises(InvalidRequest):
+            await mm.acquire("alpha:1b", overrides={"n_parallel": 0})
+
+    asyncio.run(main())
