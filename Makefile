@@ -7,7 +7,7 @@ MODEL  ?= smollm2:135m
 HOST   ?= 127.0.0.1
 PORT   ?= 11434
 
-.PHONY: run test install model lint typecheck unit integration bench clean
+.PHONY: run test install model lint typecheck unit integration bench clean test-container
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,9 @@ run: model
 	$(BIN)/gguf-serve serve --host $(HOST) --port $(PORT) --model $(MODEL)
 
 lint: install
-	$(BIN)/ruff check server tests bench
-	$(BIN)/ruff format --check server tests bench
+	$(BIN)/ruff check server tests bench docker
+	$(BIN)/ruff format --check server tests bench docker
+	$(BIN)/hadolint Dockerfile
 
 typecheck: install
 	$(BIN)/mypy
@@ -40,6 +41,10 @@ unit: install
 
 integration: install
 	$(BIN)/python -m pytest tests/integration
+
+# The Dockerfile and compose.yaml built and run for real with podman (tests/container/run.sh).
+test-container: install
+	bash tests/container/run.sh
 
 bench: model
 	$(BIN)/python bench/decode_vs_raw.py

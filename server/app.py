@@ -17,7 +17,13 @@ from server import __version__
 from server.api import system
 from server.api.errors import describe_validation, headers_for, status_for
 from server.api.json_body import AssumeJSONMiddleware
+from server.api.ollama import routes as ollama_routes
+from server.api.ollama.embed import OllamaEmbeddings
+from server.api.ollama.models import OllamaModels
+from server.api.ollama.serving import OllamaGeneration
 from server.api.openai import routes as openai_routes
+from server.api.openai.completions import CompletionService
+from server.api.openai.embeddings import EmbeddingService
 from server.api.openai.errors import error_body
 from server.api.openai.models import ModelsService
 from server.api.openai.serving import ChatService
@@ -111,7 +117,12 @@ def create_app(
         manager = ModelManager(settings, registry, engine_factory)
         app.state.manager = manager
         app.state.chat_service = ChatService(manager, settings.default_model)
+        app.state.completion_service = CompletionService(manager, settings.default_model)
+        app.state.embedding_service = EmbeddingService(manager, settings.default_model)
         app.state.models_service = ModelsService(registry)
+        app.state.ollama_generation = OllamaGeneration(manager)
+        app.state.ollama_models = OllamaModels(registry, manager)
+        app.state.ollama_embeddings = OllamaEmbeddings(manager)
         app.state.ready = asyncio.Event()
         task = asyncio.create_task(_preload(app, settings)) if preload else None
         if task is None:
@@ -137,6 +148,7 @@ def create_app(
     _install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(openai_routes.router)
+    app.include_router(ollama_routes.router)
     return app
 
 

@@ -1,8 +1,9 @@
-"""The `gguf-serve` command: serve, pull, list, show, rm, cp, import.
+"""The `gguf-serve` command: serve, pull, list, show, rm, cp, import, quantize.
 
 Settings come only from `load_settings(**flags)`. An invalid setting ends the command with one
 line and exit status 2, any other error of ours with one line and status 1: no tracebacks for
-things a user can fix. The server (FastAPI, llama_cpp) is imported only by `serve`.
+things a user can fix. The server (FastAPI, llama_cpp) is imported only by `serve` and llama_cpp
+by `quantize`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TaskID,
     TextColumn,
@@ -117,22 +119,42 @@ def serve(
 @app.command()
 def pull(
     ctx: typer.Context,
-    tag: Annotated[str, typer.Argument(help="Model name, e.g. smollm2:135m.")],
+    tag: Annotated[
+        str,
+        typer.Argument(
+            help="Model name (smollm2:135m, llama3.1:8b, hf.co/user/repo:Q4_K_M) "
+            "or an https URL of a .gguf file."
+        ),
+    ],
+    as_name: Annotated[
+        str | None,
+        typer.Option(
+            "--as", help="Store under this name (required for a URL).", show_default=False
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow plain http to hosts that are not loopback.")
+    ] = False,
+    digest: Annotated[
+        str | None,
+        typer.Option("--digest", help="sha256:<hex> a URL download must have.", show_default=False),
+    ] = None,
     config_dir: ConfigDirOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Download a model into the store."""
+    """Download a model into the store (Ollama registry, Hugging Face, a URL, the catalog)."""
     registry = _registry(ctx, home, config_dir)
     console = Console(stderr=True)
     with _PullView(console) as view:
-        record = registry.pull(tag, view.update)
+        record = registry.pull(tag, view.update, as_name=as_name, insecure=insecure, digest=digest)
     typer.echo(f"pulled {record.name} ({record.short_id}, {human_bytes(record.size)})")
 
 
 @app.command("list")
 def list_(ctx: typer.Context, config_dir: ConfigDirOption = None, home: HomeOption = None) -> None:
-    """List the models in the store."""
+    """List the models in the store (and in Ollama's store, marked `ollama`)."""
     registry = _registry(ctx, home, config_dir)
+    records = registry.list()
     rows = [["NAME", "ID", "SIZE", "QUANT", "PARAMS", "MODIFIED"]]
     rows += [
         [
@@ -143,8 +165,12 @@ def list_(ctx: typer.Context, config_dir: ConfigDirOption = None, home: HomeOpti
             record.config.model_type or "-",
             human_age(record.modified_at),
         ]
-        for record in registry.list()
+        for record in records
     ]
+    if any(record.from_ollama for record in records):  # the column only when it says something
+        rows[0].append("FROM")
+        for row, record in zip(rows[1:], records, strict=True):
+            row.append("ollama" if record.from_ollama else "")
     _echo_columns(rows)
 
 
@@ -171,7 +197,7 @@ def show(
     if template:
         typer.echo(info.chat_template or "")
         return
-    record = registry.store.get(resolved.model_name)
+    record = registry.record(resolved.model_name)
     typer.echo("\n".join(_describe(record, info)))
 
 
@@ -216,18 +242,69 @@ def import_(
     typer.echo(f"imported {path} as {record.name} ({record.short_id}, {human_bytes(record.size)})")
 
 
+@app.command()
+def quantize(
+    ctx: typer.Context,
+    src: Annotated[str, typer.Argument(help="Model to quantize, e.g. smollm2:135m-f16.")],
+    quant: Annotated[
+        str, typer.Argument(help="Target type: q8_0 q6_K q5_K_M q5_0 q4_K_M q4_K_S q4_0 f16 ...")
+    ],
+    as_name: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help="Name of the new model (default: SRC's tag with QUANT).",
+            show_default=False,
+        ),
+    ] = None,
+    allow_requantize: Annotated[
+        bool,
+        typer.Option(
+            "--allow-requantize", help="Quantize a source that is already quantized (lossy)."
+        ),
+    ] = False,
+    threads: Annotated[
+        int, typer.Option("--threads", min=0, help="CPU threads; 0 = all cores.")
+    ] = 0,
+    config_dir: ConfigDirOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Store a model re-quantized with llama.cpp under a new tag that records its source."""
+    registry = _registry(ctx, home, config_dir)
+    from server.engine.quantize import LlamaQuantizer  # loads llama_cpp: only for this command
+
+    console = Console(stderr=True)
+    with _PullView(console, unit="tensors") as view:
+        record = registry.quantize(
+            src,
+            quant,
+            LlamaQuantizer(threads),
+            as_name=as_name,
+            allow_requantize=allow_requantize,
+            progress=view.update,
+        )
+    typer.echo(
+        f"quantized {src} to {record.config.file_type} as {record.name} "
+        f"({record.short_id}, {human_bytes(record.size)})"
+    )
+
+
 # --- output helpers -----------------------------------------------------------------------------
 
 
 class _PullView:
-    """Pull progress on stderr: one line per step, a bar for each download."""
+    """Progress on stderr: one line per step, a bar for each download (or tensor count)."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, unit: str = "bytes") -> None:
+        columns = (
+            (DownloadColumn(), TransferSpeedColumn())
+            if unit == "bytes"
+            else (MofNCompleteColumn(), TextColumn(unit))
+        )
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            *columns,
             TimeRemainingColumn(),
             console=console,
         )
@@ -241,7 +318,7 @@ class _PullView:
             self._progress.stop()
 
     def update(self, event: PullProgress) -> None:
-        if event.total is None:
+        if event.completed is None and event.total is None:  # a step, not a transfer
             self._progress.console.print(event.status, highlight=False)
             return
         task = self._tasks.get(event.status)
@@ -251,7 +328,7 @@ class _PullView:
             task = self._tasks[event.status] = self._progress.add_task(
                 event.status, total=event.total
             )
-        self._progress.update(task, completed=event.completed or 0)
+        self._progress.update(task, completed=event.completed or 0, total=event.total)
 
 
 def _echo_columns(rows: Sequence[Sequence[str]]) -> None:
@@ -301,6 +378,8 @@ def _describe(record: ModelRecord, info: GGUFInfo) -> list[str]:
 
 
 def _source_text(record: ModelRecord) -> str:
+    if record.from_ollama:
+        return f"ollama store {record.manifest_path.parents[4]} (read-only)"
     facts = record.config.gguf_serve
     if facts is None or facts.source is None:
         return "-"

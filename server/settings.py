@@ -35,6 +35,21 @@ def default_home() -> Path:
     return Path(base) / "gguf-serve"
 
 
+def default_ollama_models() -> Path:
+    """Ollama's store: `$OLLAMA_MODELS`, else `~/.ollama/models` (what Ollama itself uses)."""
+    return Path(os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models")
+
+
+def default_hf_endpoint() -> str:
+    """`$HF_ENDPOINT` (a mirror or a private hub), else the public Hugging Face hub."""
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
+
+def default_hf_token() -> str | None:
+    """`$HF_TOKEN`; None lets huggingface_hub use the token saved by `hf auth login`."""
+    return os.environ.get("HF_TOKEN") or None
+
+
 def find_config_dir(explicit: str | Path | None = None) -> Path | None:
     """The directory holding server.yaml and models.yaml.
 
@@ -119,6 +134,20 @@ class Settings(BaseSettings):
     models: dict[str, CatalogEntry] = Field(
         default_factory=dict, description="Catalog of known tags (configs/models.yaml)."
     )
+    ollama_models: Path | None = Field(
+        default_factory=default_ollama_models,
+        description="Ollama's model store, listed and loaded read-only ('' = do not use it).",
+    )
+    hf_endpoint: str = Field(
+        default_factory=default_hf_endpoint,
+        pattern=r"^https?://[^/\s]+(/\S*)?$",
+        description="Hugging Face hub base URL (env HF_ENDPOINT).",
+    )
+    hf_token: str | None = Field(
+        default_factory=default_hf_token,
+        repr=False,
+        description="Hugging Face access token for gated or private repos (env HF_TOKEN).",
+    )
 
     @field_validator("keep_alive", mode="before")
     @classmethod
@@ -127,6 +156,18 @@ class Settings(BaseSettings):
         if seconds is None:
             raise ValueError("keep_alive is required")
         return seconds
+
+    @field_validator("ollama_models", mode="before")
+    @classmethod
+    def _optional_path(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
+            return None
+        return value
+
+    @field_validator("hf_endpoint")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _load_fits_cap(self) -> Settings:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +34,13 @@ def _holds_default_model(home: Path) -> bool:
     with record.model_path.open("rb") as handle:
         actual = hashlib.file_digest(handle, "sha256").hexdigest()
     return record.model_digest == f"sha256:{actual}"
+
+
+@pytest.fixture(autouse=True)
+def _no_ollama_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep tests hermetic: a developer's real ~/.ollama/models must not show up in them."""
+    if "GGUF_SERVE_OLLAMA_MODELS" not in os.environ:
+        monkeypatch.setenv("GGUF_SERVE_OLLAMA_MODELS", "")
 
 
 @pytest.fixture(scope="session")

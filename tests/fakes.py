@@ -7,8 +7,14 @@ from dataclasses import dataclass, field
 
 from server.chat.template import ChatTemplate
 from server.engine.options import LoadOptions
-from server.engine.types import GenerationEvent, GenerationRequest, SlotInfo, Usage
-from server.errors import ContextLengthExceeded, Overloaded
+from server.engine.types import (
+    GenerationEvent,
+    GenerationRequest,
+    SlotInfo,
+    TokenLogprob,
+    Usage,
+)
+from server.errors import ContextLengthExceeded, InvalidRequest, Overloaded
 from server.registry import ResolvedModel
 
 REPLY = "Hello from the fake engine , nice to meet you ."
@@ -19,7 +25,7 @@ class FakeStream:
         self.request = request
         self.engine = engine
         self.closed = False
-        words = REPLY.split(" ")
+        words = engine.reply.split(" ")
         limit = request.max_tokens or len(words)
         self._tokens = [w if i == 0 else " " + w for i, w in enumerate(words)][:limit]
         self._finish = "length" if limit < len(words) else "stop"
@@ -44,7 +50,14 @@ class FakeStream:
                 cut = (self._text + piece).index(stop)
                 return self._final("stop", (self._text + piece)[len(self._text) : cut])
         self._text += piece
-        return GenerationEvent(text=piece)
+        return GenerationEvent(text=piece, logprobs=self._logprobs(piece))
+
+    def _logprobs(self, piece: str) -> tuple[TokenLogprob, ...]:
+        if self.request.logprobs is None:
+            return ()
+        raw = tuple(piece.encode())
+        top = tuple((piece + str(k), -1.0 - k, raw) for k in range(self.request.logprobs))
+        return (TokenLogprob(token=piece, logprob=-0.5, bytes=raw, top=top),)
 
     def _final(self, reason: str, text: str = "") -> GenerationEvent:
         usage = Usage(prompt_tokens=len(self.request.prompt_tokens), completion_tokens=self._i - 1)
@@ -56,9 +69,14 @@ class FakeStream:
 
 @dataclass
 class FakeEngine:
-    """One 'token' per character; replies with REPLY word by word."""
+    """One 'token' per character; replies with `reply` (REPLY) word by word."""
 
     n_ctx_slot: int = 512
+    reply: str = REPLY
+    n_vocab: int = 0x110000  # token ids are code points
+    n_embd: int = 8
+    fim_tokens: tuple[int, int, int] | None = None
+    embedded: list[list[int]] = field(default_factory=list)
     delay: float = 0.0
     overloaded: bool = False
     submitted: list[GenerationRequest] = field(default_factory=list)
@@ -80,6 +98,25 @@ class FakeEngine:
         stream = FakeStream(self, request)
         self.streams.append(stream)
         return stream
+
+    async def embed(
+        self, inputs: list[list[int]], *, normalize: bool = True, truncate: bool = False
+    ) -> list[list[float]]:
+        """A deterministic vector per input (a histogram of code points modulo n_embd)."""
+        out = []
+        for tokens in inputs:
+            tokens = tokens[: self.n_ctx_slot] if truncate else tokens
+            if not tokens:
+                raise InvalidRequest("empty input", param="input")
+            if len(tokens) > self.n_ctx_slot:
+                raise ContextLengthExceeded("too long for the fake engine", param="input")
+            self.embedded.append(tokens)
+            vector = [0.0] * self.n_embd
+            for t in tokens:
+                vector[t % self.n_embd] += 1.0
+            norm = sum(v * v for v in vector) ** 0.5 if normalize else 1.0
+            out.append([v / norm for v in vector])
+        return out
 
     def slots(self) -> list[SlotInfo]:
         return [SlotInfo(0, "idle", 0, 0, 0, 0)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import logging
 import threading
@@ -22,6 +23,7 @@ import llama_cpp
 import numpy as np
 
 from server.engine.courier import Courier
+from server.engine.embeddings import Embedder, normalized
 from server.engine.loader import LlamaHandles
 from server.engine.logprobs import token_logprobs
 from server.engine.sampling import Sampler
@@ -133,6 +135,7 @@ class GenerationStreamImpl:
                 finish_reason=nxt.finish_reason,
                 usage=nxt.usage,
                 logprobs=item.logprobs + nxt.logprobs,
+                completion_ids=nxt.completion_ids,
             )
         if isinstance(item, BaseException):
             self._done = True
@@ -187,6 +190,7 @@ class BatchEngine:
         self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._cv = threading.Condition()
         self._closing = False
+        self._embedder: Embedder | None = None  # created on the first embedding request
         self._use_counter = itertools.count(1)
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
         b = self._batch
@@ -286,6 +290,59 @@ class BatchEngine:
             self._cv.notify()
         return await asyncio.wrap_future(future)
 
+    @property
+    def n_vocab(self) -> int:
+        return self.tokenizer.n_vocab
+
+    @property
+    def n_embd(self) -> int:
+        """Length of the vectors `embed` returns."""
+        return int(llama_cpp.llama_model_n_embd_out(self._h.model))
+
+    @property
+    def fim_tokens(self) -> tuple[int, int, int] | None:
+        return self.tokenizer.fim
+
+    async def embed(
+        self, inputs: list[list[int]], *, normalize: bool = True, truncate: bool = False
+    ) -> list[list[float]]:
+        """One pooled (and, by default, L2-normalised) vector per token list.
+
+        Runs on a second context over the same weights, one decode per group of inputs,
+        between generation steps. Raises ContextLengthExceeded (param `input`) for an input
+        longer than the context unless `truncate`, InvalidRequest for an empty input.
+        """
+        limit = self._n_ctx_slot
+        if truncate:
+            inputs = [tokens[:limit] for tokens in inputs]
+        for i, tokens in enumerate(inputs):
+            if not tokens:
+                raise InvalidRequest(f"input {i} is empty", param="input")
+            if len(tokens) > limit:
+                raise ContextLengthExceeded(
+                    f"input {i} has {len(tokens)} tokens; this model embeds at most {limit}",
+                    param="input",
+                )
+        embedder = await self.call(self._get_embedder)
+        vectors: list[list[float]] = []
+        for group in embedder.batches(inputs):
+            chunk = [inputs[i] for i in group]
+            pooled = await self.call(functools.partial(embedder.embed, chunk))
+            vectors.extend(normalized(v) if normalize else v.astype(float).tolist() for v in pooled)
+        return vectors
+
+    def _get_embedder(self) -> Embedder:
+        if self._embedder is None:
+            opts = self._h.options
+            self._embedder = Embedder(
+                self._h.model,
+                n_ctx=self._n_ctx_slot,
+                n_ubatch=opts.n_ubatch,
+                n_threads=opts.n_threads,
+                flash_attn=opts.flash_attn,
+            )
+        return self._embedder
+
     async def kv_state_bytes(self) -> int:
         """Bytes of KV state the slots hold, as llama.cpp serialises it (K and V at their types)."""
 
@@ -321,6 +378,8 @@ class BatchEngine:
         self._courier.send(leftovers)
         self._courier.close()
         llama_cpp.llama_batch_free(self._batch)
+        if self._embedder is not None:
+            self._embedder.close()
         self._h.close()
 
     # ---- the worker -------------------------------------------------------------------------
@@ -518,5 +577,14 @@ class BatchEngine:
             prompt_seconds=job.t_first - job.t_admit,
             generation_seconds=end - job.t_first,
         )
+        generated = slot.tokens[len(req.prompt_tokens) :]
+        if not self.tokenizer.is_eog(token):
+            generated.append(token)
         self._release(slot, clear_kv=False)
-        return GenerationEvent(text=text, finish_reason=finish, usage=usage, logprobs=lps)
+        return GenerationEvent(
+            text=text,
+            finish_reason=finish,
+            usage=usage,
+            logprobs=lps,
+            completion_ids=tuple(generated),
+        )

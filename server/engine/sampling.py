@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import llama_cpp
@@ -13,16 +14,38 @@ from server.errors import InvalidRequest
 _NO_SEED = llama_cpp.LLAMA_DEFAULT_SEED
 
 
+def _grammar_sampler(vocab: Any, grammar: str, triggers: tuple[str, ...]) -> Any:
+    if not triggers:
+        return llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+    patterns = (ctypes.c_char_p * len(triggers))(*(t.encode() for t in triggers))
+    return llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+        vocab, grammar.encode(), b"root", patterns, len(triggers), None, 0
+    )
+
+
 class Sampler:
     """One sampler chain: bias, grammar, penalties, top-k/typical/top-p/min-p, temperature, dist."""
 
-    __slots__ = ("_argmax", "_bias_ids", "_bias_values", "_n_vocab", "_penalties", "chain")
+    __slots__ = (
+        "_argmax",
+        "_bias_ids",
+        "_bias_values",
+        "_candidates",
+        "_grammar",
+        "_n_vocab",
+        "_one",
+        "_penalties",
+        "chain",
+    )
 
     def __init__(self, params: SamplingParams, vocab: Any, n_vocab: int) -> None:
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         self.chain = chain
         self._n_vocab = n_vocab
         self._penalties: Any = None
+        self._grammar: Any = None  # kept out of the chain: checked after sampling (see sample)
+        self._candidates: Any = None
+        self._one: Any = None  # a one-token array for the grammar check
         # Greedy without grammar or penalties is an argmax over the (biased) logits: numpy does it
         # in ~15 us where the chain first copies the whole vocabulary into candidates (~100 us).
         self._argmax = params.temperature <= 0.0 and not (
@@ -33,10 +56,13 @@ class Sampler:
         )
         self._bias_ids = np.array([t for t, _ in params.logit_bias], dtype=np.int64)
         self._bias_values = np.array([b for _, b in params.logit_bias], dtype=np.float32)
+        if params.grammar and any(b == float("-inf") for _, b in params.logit_bias):
+            llama_cpp.llama_sampler_free(chain)  # a finished grammar would leave no valid token
+            raise InvalidRequest("ignore_eos cannot be combined with a grammar", param="ignore_eos")
         try:
             self._build(params, vocab, n_vocab)
         except BaseException:
-            llama_cpp.llama_sampler_free(chain)
+            self.free()
             raise
 
     def _add(self, sampler: Any) -> Any:
@@ -55,10 +81,10 @@ class Sampler:
                 biases[i] = llama_cpp.llama_logit_bias(token, bias)
             self._add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(p.logit_bias), biases))
         if p.grammar:
-            grammar = llama_cpp.llama_sampler_init_grammar(vocab, p.grammar.encode(), b"root")
+            grammar = _grammar_sampler(vocab, p.grammar, p.grammar_triggers)
             if not grammar:
                 raise InvalidRequest("the grammar could not be parsed", param="grammar")
-            self._add(grammar)
+            self._grammar = grammar
         if p.repeat_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0:
             self._penalties = self._add(
                 llama_cpp.llama_sampler_init_penalties(
@@ -101,7 +127,74 @@ class Sampler:
                 logits = logits.copy()
                 logits[self._bias_ids] += self._bias_values
             return int(logits.argmax())
+        if self._grammar is not None:
+            return self._sample_constrained(ctx, index)
         return int(llama_cpp.llama_sampler_sample(self.chain, ctx, index))
+
+    def _sample_constrained(self, ctx: Any, index: int) -> int:
+        """Sample freely, keep the token if the grammar allows it, else resample under it.
+
+        Checking one token costs microseconds where masking the whole vocabulary costs
+        milliseconds, and the model mostly agrees with its grammar (llama.cpp's common sampler
+        does the same).
+        """
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index), (self._n_vocab,))
+        token = self._apply(logits, first=None)
+        if self._one is None:
+            self._one = _CandidateArray(1)
+        one = self._one
+        one.reset(np.ones(1, dtype=np.float32))
+        one.data["id"][0] = token
+        llama_cpp.llama_sampler_apply(self._grammar, one.ref)
+        if one.data["logit"][0] == -np.inf:
+            token = self._apply(logits, first=self._grammar)
+        llama_cpp.llama_sampler_accept(self._grammar, token)
+        llama_cpp.llama_sampler_accept(self.chain, token)
+        return token
+
+    def _apply(self, logits: Any, first: Any) -> int:
+        """Run the chain (after `first`, if given) over fresh candidates; the selected id."""
+        if self._candidates is None:
+            self._candidates = _CandidateArray(self._n_vocab)
+        cand = self._candidates
+        cand.reset(logits)
+        if first is not None:
+            llama_cpp.llama_sampler_apply(first, cand.ref)
+        llama_cpp.llama_sampler_apply(self.chain, cand.ref)
+        arr = cand.array
+        return int(arr.data[arr.selected].id)
 
     def free(self) -> None:
         llama_cpp.llama_sampler_free(self.chain)
+        if self._grammar is not None:
+            llama_cpp.llama_sampler_free(self._grammar)
+            self._grammar = None
+
+
+_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+assert _TOKEN_DATA.itemsize == ctypes.sizeof(llama_cpp.llama_token_data)
+
+
+class _CandidateArray:
+    """A llama_token_data_array over a numpy buffer (filled from logits without Python loops)."""
+
+    __slots__ = ("array", "data", "ids", "ref")
+
+    def __init__(self, n: int) -> None:
+        self.data = np.zeros(n, dtype=_TOKEN_DATA)
+        self.ids = np.arange(n, dtype=np.int32)
+        self.data["id"] = self.ids
+        pointer = self.data.ctypes.data_as(llama_cpp.llama_token_data_p)
+        self.array = llama_cpp.llama_token_data_array(pointer, n, -1, False)
+        self.ref = ctypes.byref(self.array)
+
+    def reset(self, logits: Any) -> None:
+        data = self.data
+        data["id"] = self.ids  # samplers sort candidates in place
+        data["logit"] = logits
+        data["p"] = 0.0
+        arr = self.array
+        arr.data = data.ctypes.data_as(llama_cpp.llama_token_data_p)  # type: ignore[assignment]
+        arr.size = len(data)
+        arr.selected = -1
+        arr.sorted = False

@@ -21,6 +21,11 @@ class Tokenizer:
         self.bos = int(llama_cpp.llama_vocab_bos(vocab))
         self.eos = int(llama_cpp.llama_vocab_eos(vocab))
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+        pre = int(llama_cpp.llama_vocab_fim_pre(vocab))
+        suf = int(llama_cpp.llama_vocab_fim_suf(vocab))
+        mid = int(llama_cpp.llama_vocab_fim_mid(vocab))
+        # Prefix, suffix and middle tokens, when the vocabulary can fill in the middle.
+        self.fim = (pre, suf, mid) if min(pre, suf, mid) >= 0 else None
         self._pieces: dict[int, bytes] = {}
         self._eog: dict[int, bool] = {}
         self._eog_ids: tuple[int, ...] | None = None

@@ -28,7 +28,10 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()
     seed: int | None = None
-    grammar: str | None = None
+    grammar: str | None = None  # GBNF, start rule `root`
+    # Regex patterns that arm `grammar` lazily: free text until one matches, then the grammar
+    # constrains from the pattern's first group on (tool_choice=auto). Empty: from the start.
+    grammar_triggers: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -77,6 +80,7 @@ class GenerationEvent:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     logprobs: tuple[TokenLogprob, ...] = ()
+    completion_ids: tuple[int, ...] = ()  # on the last event: every generated token id
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,31 @@ class Engine(Protocol):
 
         Raises ContextLengthExceeded if it cannot fit a slot, Overloaded if the queue is full,
         InvalidRequest for sampling settings llama.cpp rejects (e.g. a bad grammar).
+        """
+        ...
+
+    @property
+    def n_vocab(self) -> int:
+        """Token ids are 0 .. n_vocab - 1."""
+        ...
+
+    @property
+    def n_embd(self) -> int:
+        """Length of the vectors `embed` returns."""
+        ...
+
+    @property
+    def fim_tokens(self) -> tuple[int, int, int] | None:
+        """Fill-in-the-middle prefix, suffix and middle token ids; None if the model has none."""
+        ...
+
+    async def embed(
+        self, inputs: list[list[int]], *, normalize: bool = True, truncate: bool = False
+    ) -> list[list[float]]:
+        """One pooled vector per token list (L2-normalised unless `normalize` is False).
+
+        Raises ContextLengthExceeded (param `input`) for an input longer than the context unless
+        `truncate` cuts it, InvalidRequest for an empty input.
         """
         ...
 

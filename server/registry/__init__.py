@@ -4,6 +4,7 @@ The engine needs only `Registry(settings).resolve(name)` -> path, header facts, 
 """
 
 from server.registry.gguf_info import GGUFInfo, read_gguf_info
+from server.registry.quantized import Quantizer
 from server.registry.registry import Registry, ResolvedModel
 from server.registry.sources import PullProgress
 from server.registry.store import ModelRecord, Store
@@ -14,6 +15,7 @@ __all__ = [
     "ModelName",
     "ModelRecord",
     "PullProgress",
+    "Quantizer",
     "Registry",
     "ResolvedModel",
     "Store",

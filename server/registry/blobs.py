@@ -142,3 +142,24 @@ class BlobWriter:
         if self._partial is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._partial.unlink()
+
+
+def adopt_blob(blobs_dir: Path, path: Path) -> tuple[str, int]:
+    """Hash a file on the store's filesystem and rename it into place as a blob.
+
+    Returns (`sha256:<hex>`, size). The file is gone afterwards either way: renamed, or
+    deleted when the same content was already stored. Raises OSError.
+    """
+    with path.open("rb") as handle:
+        digest = f"sha256:{hashlib.file_digest(handle, 'sha256').hexdigest()}"
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+    final = blob_path(blobs_dir, digest)
+    blobs_dir.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        path.unlink()
+    else:
+        os.chmod(path, FILE_MODE)
+        os.replace(path, final)
+        fsync_dir(blobs_dir)
+    return digest, size

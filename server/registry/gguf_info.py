@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,42 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
     GGUF version, truncated, or holds no model.
     """
     file = Path(path)
+    reader, size = _open_reader(file)
+    if not reader.tensors:
+        raise InvalidModelFile(f"{file} holds no tensors (a vocabulary-only file?)")
+    return _summarise(file, reader, list(reader.tensors), size)
+
+
+def read_split_gguf_info(paths: Sequence[str | Path]) -> GGUFInfo:
+    """Header facts of a split GGUF (`-00001-of-0000N.gguf`): metadata from the first part,
+    tensors and sizes from all of them. One path is read as an ordinary GGUF file.
+
+    Raises InvalidModelFile when a part is bad or the parts do not make up one model.
+    """
+    files = [Path(p) for p in paths]
+    if not files:
+        raise InvalidModelFile("no GGUF files given")
+    if len(files) == 1:
+        return read_gguf_info(files[0])
+    opened = [_open_reader(file) for file in files]
+    first = opened[0][0]
+    count = first.fields.get("split.count")
+    declared = int(count.parts[count.data[0]][0]) if count is not None else None
+    if declared != len(files):
+        raise InvalidModelFile(
+            f"{files[0].name} declares {declared or 1} split parts but {len(files)} were given"
+        )
+    tensors = [tensor for reader, _ in opened for tensor in reader.tensors]
+    if not tensors:
+        raise InvalidModelFile(f"the {len(files)} parts starting at {files[0]} hold no tensors")
+    return _summarise(files[0], first, tensors, sum(size for _, size in opened))
+
+
+def _open_reader(file: Path) -> tuple[gguf.GGUFReader, int]:
+    """A reader over `file` after our own header checks, and the file size.
+
+    Raises InvalidModelFile.
+    """
     size = check_header(file)
     try:
         reader = gguf.GGUFReader(file)
@@ -70,20 +107,25 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
             f"{file} is truncated or corrupt ({size} bytes); "
             f"reading its header failed: {_one_line(exc)}"
         ) from exc
-    if not reader.tensors:
-        raise InvalidModelFile(f"{file} holds no tensors (a vocabulary-only file?)")
-    data_end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
-    if data_end > size:
-        raise InvalidModelFile(
-            f"{file} is truncated: its tensors end at byte {data_end} but the file has {size} bytes"
-        )
+    if reader.tensors:
+        data_end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
+        if data_end > size:
+            raise InvalidModelFile(
+                f"{file} is truncated: its tensors end at byte {data_end} "
+                f"but the file has {size} bytes"
+            )
+    return reader, size
+
+
+def _summarise(file: Path, reader: gguf.GGUFReader, tensors: list[Any], size: int) -> GGUFInfo:
+    """GGUFInfo from the metadata of `reader` and the given tensors. Raises InvalidModelFile."""
     metadata, array_lengths = _metadata(reader)
     arch = metadata.get("general.architecture")
     if not isinstance(arch, str) or not arch:
         raise InvalidModelFile(f"{file} has no general.architecture; it is not a model file")
 
-    params = sum(int(t.n_elements) for t in reader.tensors)
-    tensor_bytes = sum(int(t.n_bytes) for t in reader.tensors)
+    params = sum(int(t.n_elements) for t in tensors)
+    tensor_bytes = sum(int(t.n_bytes) for t in tensors)
     file_type = _int(metadata.get("general.file_type"))
     return GGUFInfo(
         gguf_version=int(reader.fields["GGUF.version"].parts[-1][0]),
@@ -92,7 +134,7 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
         parameter_count=params,
         parameter_size=human_number(params),
         file_type=file_type,
-        quant=_quant_label(file_type, reader.tensors),
+        quant=_quant_label(file_type, tensors),
         bits_per_weight=round(tensor_bytes * 8 / params, 4) if params else 0.0,
         context_length=_int(metadata.get(f"{arch}.context_length")),
         block_count=_int(metadata.get(f"{arch}.block_count")),
@@ -100,8 +142,8 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
         head_count_kv=_int(metadata.get(f"{arch}.attention.head_count_kv")),
         embedding_length=_int(metadata.get(f"{arch}.embedding_length")),
         chat_template=_str(metadata.get("tokenizer.chat_template")),
-        tensor_count=len(reader.tensors),
-        tensor_types=dict(Counter(t.tensor_type.name for t in reader.tensors).most_common()),
+        tensor_count=len(tensors),
+        tensor_types=dict(Counter(t.tensor_type.name for t in tensors).most_common()),
         tensor_bytes=tensor_bytes,
         size_bytes=size,
         metadata=metadata,

@@ -65,6 +65,11 @@ class Manifest(BaseModel):
         return next((layer for layer in self.layers if layer.kind == kind), None)
 
     @property
+    def model_layers(self) -> list[Layer]:
+        """Every model layer in order: one GGUF file, or the parts of a split GGUF."""
+        return [layer for layer in self.layers if layer.kind == "model"]
+
+    @property
     def blobs(self) -> list[Layer]:
         """The config and every layer: all the blobs this manifest keeps alive."""
         return [self.config, *self.layers]
@@ -119,9 +124,14 @@ class ModelConfig(BaseModel):
     gguf_serve: ServeFacts | None = None
 
     @classmethod
-    def from_info(cls, info: GGUFInfo, source: SourceInfo) -> ModelConfig:
-        """The config for a GGUF model with header `info`, fetched from `source`."""
-        return cls(
+    def from_info(
+        cls, info: GGUFInfo, source: SourceInfo, extra: dict[str, Any] | None = None
+    ) -> ModelConfig:
+        """The config for a GGUF model with header `info`, fetched from `source`.
+
+        `extra` holds further fields to keep, e.g. those of a registry's own config blob.
+        """
+        ours = cls(
             model_format="gguf",
             model_family=info.architecture,
             model_families=[info.architecture],
@@ -131,6 +141,9 @@ class ModelConfig(BaseModel):
                 source=source, info_version=INFO_VERSION, gguf=info.model_dump(mode="json")
             ),
         )
+        if not extra:
+            return ours
+        return cls.model_validate({**extra, **ours.model_dump(exclude_none=True)})
 
     def to_bytes(self) -> bytes:
         """Compact JSON, as stored in the config blob."""

@@ -1,4 +1,9 @@
-"""The registry facade: what the engine, the API and the CLI use to find, pull and manage models."""
+"""The registry facade: what the engine, the API and the CLI use to find, pull and manage models.
+
+Two stores are searched: ours (`settings.home`, read and written) and, when there is one,
+Ollama's (`settings.ollama_models`), which is only ever read: its models are listed and loaded
+straight from Ollama's blob files. Ours wins when both hold a name.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from server.errors import ModelNotFound
+from server.errors import InvalidName, InvalidRequest, ModelNotFound
 from server.registry.catalog import find_in_catalog
-from server.registry.gguf_info import GGUFInfo, read_gguf_info
-from server.registry.sources import ProgressCallback, choose_source
+from server.registry.gguf_info import GGUFInfo, read_gguf_info, read_split_gguf_info
+from server.registry.quantized import Quantizer, quantize_model
+from server.registry.sources import (
+    ProgressCallback,
+    Source,
+    choose_source,
+    choose_url_source,
+    ignore_progress,
+    is_url,
+)
+from server.registry.splits import SPLITS_DIR, link_split
 from server.registry.store import ModelRecord, Store
 from server.registry.tags import ModelName, parse_name
 from server.settings import Settings
@@ -26,51 +40,90 @@ class ResolvedModel:
 
     name: str  # display form, in the case it was stored with
     model_name: ModelName
-    path: Path
+    path: Path  # what llama.cpp opens: the GGUF blob, or the first link of a split model
     info: GGUFInfo
     digest: str  # hex sha256 of the manifest (the model ID)
     size: int
     modified_at: datetime
     load_overrides: dict[str, Any] = field(default_factory=dict)
+    from_ollama: bool = False
 
 
-def _ignore(_: object) -> None:
-    return None
+def _ollama_store(settings: Settings, ours: Store) -> Store | None:
+    """Ollama's store, unless switched off or the same directory as ours."""
+    if settings.ollama_models is None:
+        return None
+    store = Store(settings.ollama_models, ollama=True)
+    if store.root.resolve() == ours.root.resolve():
+        return None
+    return store
+
+
+def _is_gguf(record: ModelRecord) -> bool:
+    """Ollama also stores models it runs from other formats; only GGUF ones are ours to load."""
+    return record.config.model_format in ("", "gguf")
 
 
 class Registry:
-    """Names -> models in the store at `settings.home`; pulls through the catalog's sources."""
+    """Names -> models in our store (then Ollama's); pulls through the sources."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = Store(settings.home)
+        self.ollama_store = _ollama_store(settings, self.store)
         self._infos: dict[str, GGUFInfo] = {}
         self._infos_lock = threading.Lock()
 
-    def resolve(self, name: str) -> ResolvedModel:
-        """Find `name` (any case, or a catalog alias of a stored model).
+    # --- finding --------------------------------------------------------------------------------
 
-        Cheap after the first call per model: header facts are cached by blob digest.
-        Raises InvalidName, ModelNotFound.
+    def find(self, name: str | ModelName) -> ModelRecord | None:
+        """The model called `name` (any case, or a catalog alias of a stored model), or None.
+
+        Raises InvalidName.
         """
-        parsed = parse_name(name)
-        record = self.store.find(parsed)
+        parsed = name if isinstance(name, ModelName) else parse_name(name)
+        record = self._find_exact(parsed)
         match = find_in_catalog(self.settings, parsed)
         if record is None and match is not None and match.name.key != parsed.key:
-            record = self.store.find(match.name)
+            record = self._find_exact(match.name)
+        return record
+
+    def record(self, name: str | ModelName) -> ModelRecord:
+        """Like `find`, but raises ModelNotFound when absent (and InvalidName)."""
+        record = self.find(name)
         if record is None:
-            raise ModelNotFound(f"model '{parsed}' not found, try pulling it first")
-        entry = find_in_catalog(self.settings, record.name) or match
+            shown = name if isinstance(name, ModelName) else parse_name(name)
+            raise ModelNotFound(f"model '{shown}' not found, try pulling it first")
+        return record
+
+    def resolve(self, name: str) -> ResolvedModel:
+        """Find `name` and say how to load it.
+
+        Cheap after the first call per model: header facts are cached by blob digest.
+        Raises InvalidName, ModelNotFound, InvalidModelFile, OSError (split links).
+        """
+        record = self.record(name)
+        entry = find_in_catalog(self.settings, record.name) or find_in_catalog(
+            self.settings, parse_name(name)
+        )
         return ResolvedModel(
             name=record.name.display,
             model_name=record.name,
-            path=record.model_path,
+            path=self.model_path(record),
             info=self.info(record),
             digest=record.digest,
             size=record.size,
             modified_at=record.modified_at,
             load_overrides=dict(entry.entry.load) if entry is not None else {},
+            from_ollama=record.from_ollama,
         )
+
+    def model_path(self, record: ModelRecord) -> Path:
+        """The file llama.cpp should open: the blob, or for a split GGUF the first of a set of
+        links named `model-0000k-of-0000N.gguf` (made in our store). Raises OSError."""
+        if not record.is_split:
+            return record.model_path
+        return link_split(self.store.root / SPLITS_DIR, record.model_paths)
 
     def info(self, record: ModelRecord) -> GGUFInfo:
         """Header facts of a stored model: from memory, the config blob, or the file itself.
@@ -86,33 +139,116 @@ class Registry:
         info = facts.cached_info() if facts is not None else None
         if info is None:  # e.g. a model Ollama stored: read the header once
             log.debug("reading GGUF header of %s", record.name)
-            info = read_gguf_info(record.model_path)
+            if record.is_split:
+                info = read_split_gguf_info(record.model_paths)
+            else:
+                info = read_gguf_info(record.model_path)
         with self._infos_lock:
             self._infos[key] = info
         return info
 
     def list(self) -> list[ModelRecord]:
-        """Every complete model in the store, newest first."""
-        return self.store.list()
+        """Every complete model, newest first: ours, then Ollama's that we do not shadow."""
+        records = self.store.list()
+        if self.ollama_store is not None:
+            ours = {record.name.key for record in records}
+            records += [
+                record
+                for record in self.ollama_store.list()
+                if record.name.key not in ours and _is_gguf(record)
+            ]
+            records.sort(key=lambda r: r.modified_at, reverse=True)
+        return records
 
-    def pull(self, name: str, progress: ProgressCallback | None = None) -> ModelRecord:
-        """Fetch `name` from its source and store it under its canonical catalog name.
+    def _find_exact(self, name: ModelName) -> ModelRecord | None:
+        record = self.store.find(name)
+        if record is None and self.ollama_store is not None:
+            theirs = self.ollama_store.find(name)
+            if theirs is not None and _is_gguf(theirs):
+                record = theirs
+        return record
 
-        Raises InvalidName, ModelNotFound (no source knows it), PullError, ChecksumMismatch,
+    # --- changing our store ---------------------------------------------------------------------
+
+    def pull(
+        self,
+        name: str,
+        progress: ProgressCallback | None = None,
+        *,
+        as_name: str | None = None,
+        insecure: bool = False,
+        digest: str | None = None,
+    ) -> ModelRecord:
+        """Fetch `name` (a model name or an http(s) URL) and store it.
+
+        A name is stored under its canonical catalog name, or `as_name`; a URL needs `as_name`
+        and may carry the `digest` it must have. Plain http only for loopback hosts unless
+        `insecure`. Raises InvalidName, ModelNotFound, PullError, ChecksumMismatch,
         InvalidModelFile.
         """
-        canonical, source = choose_source(self.settings, parse_name(name))
-        log.info("pulling %s from %s", canonical, source.describe())
-        return source.pull(self.store, canonical, progress or _ignore)
+        target: ModelName
+        source: Source
+        if is_url(name):
+            if as_name is None:
+                raise InvalidName("pulling a URL needs a name to store it under (--as name:tag)")
+            target = parse_name(as_name)
+            source = choose_url_source(name, digest=digest, insecure=insecure)
+        else:
+            canonical, source = choose_source(self.settings, parse_name(name), insecure=insecure)
+            target = parse_name(as_name) if as_name is not None else canonical
+        log.info("pulling %s from %s", target, source.describe())
+        return source.pull(self.store, target, progress or ignore_progress)
 
     def remove(self, name: str) -> ModelName:
-        """Delete a model and the blobs only it used. Raises InvalidName, ModelNotFound."""
-        return self.store.remove(name)
+        """Delete a model and the blobs only it used.
+
+        Raises InvalidName, ModelNotFound, InvalidRequest (the model is Ollama's).
+        """
+        parsed = parse_name(name)
+        if self.store.find(parsed) is None and self._in_ollama(parsed):
+            raise InvalidRequest(
+                f"'{parsed}' is in Ollama's store; gguf-serve never changes it "
+                f"(remove it with `ollama rm {parsed}`)"
+            )
+        return self.store.remove(parsed)
 
     def copy(self, src: str, dst: str) -> ModelRecord:
-        """Store `src` under the extra name `dst`. Raises InvalidName, ModelNotFound."""
-        return self.store.copy(src, dst)
+        """Store `src` under the extra name `dst`.
+
+        Raises InvalidName, ModelNotFound, InvalidRequest (`src` is Ollama's).
+        """
+        parsed = parse_name(src)
+        if self.store.find(parsed) is None and self._in_ollama(parsed):
+            raise InvalidRequest(
+                f"'{parsed}' is in Ollama's store, whose blobs gguf-serve does not copy; "
+                "load it by its name as it is"
+            )
+        return self.store.copy(parsed, dst)
 
     def import_file(self, path: str | Path, name: str) -> ModelRecord:
         """Copy a local GGUF file into the store. Raises InvalidName, InvalidModelFile, OSError."""
         return self.store.import_file(path, name)
+
+    def quantize(
+        self,
+        src: str,
+        quant: str,
+        quantizer: Quantizer,
+        *,
+        as_name: str | None = None,
+        allow_requantize: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> ModelRecord:
+        """Store `src` re-quantized to `quant` (see quantized.quantize_model for what it raises)."""
+        return quantize_model(
+            self,
+            src,
+            quant,
+            quantizer,
+            as_name=as_name,
+            allow_requantize=allow_requantize,
+            progress=progress or ignore_progress,
+        )
+
+    def _in_ollama(self, name: ModelName) -> bool:
+        return self.ollama_store is not None and self.ollama_store.find(name) is not None

@@ -17,15 +17,16 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
-from server.errors import GGUFServeError, ModelNotFound, PullError
-from server.registry.blobs import BlobWriter, blob_path, digest_hex
+from server.errors import GGUFServeError, InvalidRequest, ModelNotFound, PullError
+from server.registry.blobs import BlobWriter, adopt_blob, blob_path, digest_hex
 from server.registry.files import atomic_write, ensure_within, fsync_dir
 from server.registry.gguf_info import GGUFInfo, check_header, read_gguf_info
 from server.registry.manifest import (
@@ -36,6 +37,7 @@ from server.registry.manifest import (
     SourceInfo,
     layer_media_type,
 )
+from server.registry.splits import SPLITS_DIR, prune_split_links
 from server.registry.tags import ModelName, name_from_parts, parse_name
 
 log = logging.getLogger(__name__)
@@ -54,8 +56,15 @@ class ModelRecord:
     manifest: Manifest
     config: ModelConfig
     manifest_path: Path
-    model_path: Path  # the GGUF blob
+    model_path: Path  # the GGUF blob (the first part of a split GGUF)
     model_digest: str  # `sha256:<hex>` of the GGUF blob
+    model_paths: tuple[Path, ...] = ()  # every model blob in order: the parts of a split GGUF
+    from_ollama: bool = False  # listed from Ollama's own store (read-only to us)
+
+    @property
+    def is_split(self) -> bool:
+        """Whether the GGUF comes in several parts (`-00001-of-0000N`)."""
+        return len(self.model_paths) > 1
 
     @property
     def short_id(self) -> str:
@@ -75,13 +84,25 @@ def _as_name(name: NameLike) -> ModelName:
 
 
 class Store:
-    """Manifests and blobs under one root directory (the `home` setting)."""
+    """Manifests and blobs under one root directory (the `home` setting).
 
-    def __init__(self, root: str | Path) -> None:
+    `ollama=True` opens Ollama's own store: it is only read (every write raises InvalidRequest)
+    and its records are flagged `from_ollama`.
+    """
+
+    def __init__(self, root: str | Path, *, ollama: bool = False) -> None:
         # Absolute, so the paths handed to the engine do not depend on the working directory.
         self.root = Path(root).expanduser().absolute()
         self.manifests_dir = self.root / "manifests"
         self.blobs_dir = self.root / "blobs"
+        self.read_only = ollama
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise InvalidRequest(
+                f"{self.root} is Ollama's model store; gguf-serve never changes it "
+                "(use the ollama command for that)"
+            )
 
     # --- blobs ----------------------------------------------------------------------------------
 
@@ -91,6 +112,7 @@ class Store:
 
     def blob_writer(self, *, expected: str | None = None, size: int | None = None) -> BlobWriter:
         """A BlobWriter into this store (see BlobWriter for what it raises)."""
+        self._writable()
         return BlobWriter(self.blobs_dir, expected=expected, size=size)
 
     def write_blob(self, data: bytes, media_type: str) -> Layer:
@@ -104,6 +126,7 @@ class Store:
     @contextlib.contextmanager
     def temp_dir(self) -> Iterator[Path]:
         """A scratch directory inside the store (same filesystem), removed afterwards."""
+        self._writable()
         self.root.mkdir(parents=True, exist_ok=True)
         path = Path(tempfile.mkdtemp(dir=self.root, prefix=".scratch-"))
         try:
@@ -162,14 +185,20 @@ class Store:
         info: GGUFInfo,
         source: SourceInfo,
         extra_layers: tuple[Layer, ...] = (),
+        *,
+        config_extra: dict[str, Any] | None = None,
     ) -> ModelRecord:
         """Write the config blob and the manifest for blobs already in the store.
 
+        `extra_layers` follow the model layer (further parts of a split GGUF first, then
+        template, params, ...); `config_extra` are fields kept in the config blob besides ours.
         An existing manifest with the same name (any case) is replaced, keeping its stored case.
-        Raises InvalidName, PullError if a blob vanished meanwhile, OSError.
+        Raises InvalidName, InvalidRequest (read-only store), PullError if a blob vanished
+        meanwhile, OSError.
         """
+        self._writable()
         parsed = _as_name(name)
-        config = ModelConfig.from_info(info, source)
+        config = ModelConfig.from_info(info, source, config_extra)
         config_layer = self.write_blob(config.to_bytes(), CONFIG_MEDIA_TYPE)
         manifest = Manifest(config=config_layer, layers=[model_layer, *extra_layers])
         with self._lock():
@@ -190,8 +219,9 @@ class Store:
         """Copy a local GGUF file into the store under `name`.
 
         The copy is validated before it becomes a blob. Raises InvalidName, InvalidModelFile,
-        OSError.
+        InvalidRequest (read-only store), OSError.
         """
+        self._writable()
         parsed = _as_name(name)
         file = Path(path)
         check_header(file)  # cheap refusal before copying a large non-GGUF file
@@ -210,11 +240,32 @@ class Store:
         origin = source or SourceInfo(type="file", path=str(file.resolve()))
         return self.add_model(parsed, layer, info, origin)
 
+    def adopt_file(
+        self,
+        path: Path,
+        name: NameLike,
+        source: SourceInfo,
+        extra_layers: tuple[Layer, ...] = (),
+    ) -> ModelRecord:
+        """Move a GGUF file written inside this store (e.g. in `temp_dir()`) in as a model.
+
+        A rename, not a copy. Raises InvalidName, InvalidModelFile, InvalidRequest, OSError.
+        """
+        self._writable()
+        parsed = _as_name(name)
+        info = read_gguf_info(path)
+        digest, size = adopt_blob(self.blobs_dir, path)
+        layer = Layer.model_validate(
+            {"mediaType": layer_media_type("model"), "digest": digest, "size": size}
+        )
+        return self.add_model(parsed, layer, info, source, extra_layers)
+
     def copy(self, src: NameLike, dst: NameLike) -> ModelRecord:
         """Give the model `src` a second name `dst` (same manifest bytes, so the same ID).
 
-        Raises InvalidName, ModelNotFound, OSError.
+        Raises InvalidName, ModelNotFound, InvalidRequest (read-only store), OSError.
         """
+        self._writable()
         record = self.get(src)
         target_name = _as_name(dst)
         data = record.manifest_path.read_bytes()
@@ -226,8 +277,10 @@ class Store:
     def remove(self, name: NameLike) -> ModelName:
         """Delete the manifest of `name`, then its blobs that no remaining manifest uses.
 
-        Returns the name as it was stored. Raises InvalidName, ModelNotFound, OSError.
+        Returns the name as it was stored. Raises InvalidName, ModelNotFound,
+        InvalidRequest (read-only store), OSError.
         """
+        self._writable()
         parsed = _as_name(name)
         with self._lock():
             path = self._find_manifest(parsed)
@@ -243,12 +296,14 @@ class Store:
             path.unlink()
             fsync_dir(path.parent)
             self._prune_dirs(path.parent)
-            in_use = self._referenced_blobs()
-            for digest in blobs:
-                if digest_hex(digest) not in in_use:
-                    with contextlib.suppress(FileNotFoundError):
-                        self.blob_path(digest).unlink()
+            self._delete_unreferenced(blobs)
         return stored
+
+    def prune_blobs(self, digests: Iterable[str]) -> None:
+        """Delete those of `digests` that no manifest uses (what a failed pull left behind)."""
+        self._writable()
+        with self._lock():
+            self._delete_unreferenced(digests)
 
     # --- internals ------------------------------------------------------------------------------
 
@@ -312,7 +367,18 @@ class Store:
             manifest_path=path,
             model_path=self.blob_path(model_layer.digest),
             model_digest=model_layer.digest,
+            model_paths=tuple(self.blob_path(layer.digest) for layer in manifest.model_layers),
+            from_ollama=self.read_only,
         )
+
+    def _delete_unreferenced(self, digests: Iterable[str]) -> None:
+        """Delete blobs among `digests` no manifest uses, and split links left dangling."""
+        in_use = self._referenced_blobs()
+        for digest in digests:
+            if digest_hex(digest) not in in_use:
+                with contextlib.suppress(FileNotFoundError):
+                    self.blob_path(digest).unlink()
+        prune_split_links(self.root / SPLITS_DIR)
 
     def _referenced_blobs(self) -> set[str]:
         """Hex digests of every blob some manifest in the store refers to."""

@@ -60,12 +60,19 @@ class RunningServer:
 def start_server(home: Path, log_dir: Path, *args: str, **env: str) -> RunningServer:
     """Start a server and wait until /health says it is ready (default model preloaded)."""
     port = free_port()
+    # Hermetic: not the developer's own Ollama store, unless the test names one.
+    names_store = bool({"OLLAMA_MODELS", "GGUF_SERVE_OLLAMA_MODELS"} & set(env))
+    hermetic = {} if names_store else {"GGUF_SERVE_OLLAMA_MODELS": ""}
+    inherited = {
+        k: v for k, v in os.environ.items() if not (names_store and k == "GGUF_SERVE_OLLAMA_MODELS")
+    }
     full_env = {
-        **os.environ,
+        **inherited,
         "GGUF_SERVE_HOME": str(home),
         "GGUF_SERVE_LOAD__N_THREADS": "2",
         "GGUF_SERVE_LOAD__N_CTX": "2048",
         "GGUF_SERVE_LOG_LEVEL": os.environ.get("TEST_SERVER_LOG_LEVEL", "info"),
+        **hermetic,
         **env,
     }
     log = log_dir / f"server-{port}.log"

@@ -156,6 +156,7 @@ def test_raw_sse_framing(server: RunningServer) -> None:
         "messages": QUESTION,
         "stream": True,
         "max_tokens": 8,
+        "ignore_eos": True,  # exactly 8 tokens, so the finish reason is always "length"
         "stream_options": {"include_usage": True},
     }
     with httpx.stream("POST", f"{server.url}/v1/chat/completions", json=body, timeout=30) as r:

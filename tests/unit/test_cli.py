@@ -102,7 +102,10 @@ def test_import_list_show_cp_rm(
             "gguf-serve: error: model 'nope:latest' not found, try pulling it first",
         ),
         (["rm", "../x"], "gguf-serve: error: invalid model name '../x': '..' is not allowed"),
-        (["pull", "nosuch:1b"], "gguf-serve: error: 'nosuch:1b' is not in the catalog"),
+        (
+            ["pull", "https://127.0.0.1:9/model.gguf"],
+            "gguf-serve: error: pulling a URL needs a name to store it under (--as name:tag)",
+        ),
         (
             ["serve", "--port", "0"],
             "gguf-serve: invalid setting: port: Input should be greater than or equal to 1",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,41 +15,7 @@ from server.registry import Registry
 from server.settings import load_settings
 from tests.conftest import MakeGGUF
 from tests.fakes import REPLY, FakeEngine, fake_factory
-
-MODEL = "fake:1b"
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine()
-
-
-@pytest.fixture
-def client(tmp_home: Path, make_gguf: MakeGGUF, engine: FakeEngine) -> Iterator[TestClient]:
-    settings = load_settings(home=tmp_home, default_model=MODEL)
-    registry = Registry(settings)
-    registry.import_file(make_gguf(), MODEL)
-    registry.import_file(make_gguf("other.gguf", seed=1), "hf.co/someone/Some-Repo-GGUF:Q8_0")
-    app = create_app(settings, registry=registry, engine_factory=fake_factory(engine))  # type: ignore[arg-type]
-    with TestClient(app) as test_client:
-        deadline = time.monotonic() + 5
-        while test_client.get("/health").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.01)  # the default model is preloaded in the background
-        yield test_client
-
-
-def chat(**extra: Any) -> dict[str, Any]:
-    return {"model": MODEL, "messages": [{"role": "user", "content": "Hi there"}], **extra}
-
-
-def sse_payloads(text: str) -> list[str]:
-    events = [e for e in text.split("\n\n") if e.strip()]
-    out = []
-    for event in events:
-        lines = [line for line in event.splitlines() if not line.startswith(":")]
-        assert len(lines) == 1 and lines[0].startswith("data: "), event
-        out.append(lines[0][len("data: ") :])
-    return out
+from tests.unit.conftest import MODEL, chat, sse_payloads
 
 
 def test_non_stream_chat(client: TestClient, engine: FakeEngine) -> None:
@@ -229,7 +194,8 @@ def test_image_parts_are_refused(client: TestClient) -> None:
     body["messages"][0]["content"] = [{"type": "image_url", "image_url": {"url": "data:,"}}]
     r = client.post("/v1/chat/completions", json=body)
     assert r.status_code == 400
-    assert r.json()["error"]["param"] == "messages"
+    assert r.json()["error"]["param"] == "messages.0"
+    assert r.json()["error"]["code"] == "unsupported_parameter"
 
 
 def test_text_parts_and_developer_role(client: TestClient, engine: FakeEngine) -> None:
@@ -309,8 +275,8 @@ def test_health_is_503_while_the_default_model_loads(tmp_home: Path, make_gguf: 
     "text", ["plain", 'quo"te \\ back', "line\nbreak\ttab", "héllo 世界 🙂", "\u2028\x01", ""]
 )
 def test_fast_content_chunks_equal_the_pydantic_schema(text: str) -> None:
+    from server.api.openai.chat_protocol import ChatCompletionChunk, ChunkChoice, Delta
     from server.api.openai.chunks import ChunkEncoder
-    from server.api.openai.protocol import ChatCompletionChunk, ChunkChoice, Delta
 
     enc = ChunkEncoder("chatcmpl-x", 123, "m:1b", "fp")
     for index in (0, 3):

@@ -13,13 +13,22 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from server.errors import ChecksumMismatch, InvalidModelFile, InvalidName, ModelNotFound
+from server.errors import (
+    ChecksumMismatch,
+    InvalidModelFile,
+    InvalidName,
+    InvalidRequest,
+    ModelNotFound,
+    PullError,
+)
 from server.registry import Registry, Store
 from server.registry import registry as registry_module
 from server.registry.blobs import BlobWriter, blob_path
 from server.registry.files import atomic_write
 from server.registry.gguf_info import read_gguf_info
-from server.registry.manifest import CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, Manifest
+from server.registry.manifest import CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, Manifest, SourceInfo
+from server.registry.partial import PartialBlob, partial_key
+from server.registry.splits import link_split, prune_split_links
 from server.settings import load_settings
 
 MakeGGUF = Callable[..., Path]
@@ -35,6 +44,12 @@ def files_under(root: Path) -> list[str]:
     return sorted(
         str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".lock"
     )
+
+
+@pytest.fixture(autouse=True)
+def _no_ollama_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own ~/.ollama/models must not show up in these tests."""
+    monkeypatch.setenv("GGUF_SERVE_OLLAMA_MODELS", "")
 
 
 # --- layout and listing ---------------------------------------------------------------------------
@@ -430,10 +445,119 @@ def test_default_catalog_alias_resolves_to_canonical(tmp_home: Path, make_gguf: 
     assert resolved.load_overrides == settings.models["smollm2:135m"].load
 
 
-def test_pull_of_an_unknown_name_lists_known_names(tmp_home: Path) -> None:
+def test_pull_of_a_name_outside_the_catalog_asks_its_registry(tmp_home: Path) -> None:
     registry = Registry(load_settings(home=tmp_home))
-    with pytest.raises(ModelNotFound) as caught:
-        registry.pull("nosuchmodel:7b")
-    assert "'nosuchmodel:7b' is not in the catalog" in caught.value.message
-    assert "smollm2:135m, smollm2:135m-instruct-q4_1" in caught.value.message
+    # Port 9 (discard) on loopback: nothing listens, so the connection is refused at once.
+    with pytest.raises(PullError, match=r"cannot reach the registry at http://127\.0\.0\.1:9"):
+        registry.pull("127.0.0.1:9/library/nosuchmodel:7b")
     assert files_under(tmp_home) == []
+
+
+# --- Ollama's store is read-only --------------------------------------------------------------------
+
+
+def test_an_ollama_store_is_never_written(
+    tmp_home: Path, tmp_path: Path, make_gguf: MakeGGUF
+) -> None:
+    theirs = tmp_path / "ollama"
+    _write_ollama_model(theirs, make_gguf())
+    before = files_under(theirs)
+    store = Store(theirs, ollama=True)
+    [record] = store.list()
+    assert record.from_ollama and not Store(tmp_home).list()
+    attempts: list[Callable[[], object]] = [
+        lambda: store.remove("olla"),
+        lambda: store.copy("olla", "other"),
+        lambda: store.import_file(make_gguf("b.gguf", seed=3), "new"),
+        lambda: store.write_blob(b"x", "text/plain"),
+        lambda: store.prune_blobs([record.model_digest]),
+    ]
+    for attempt in attempts:
+        with pytest.raises(InvalidRequest, match="Ollama's model store"):
+            attempt()
+    assert files_under(theirs) == before
+    assert not (theirs / ".lock").exists()
+
+
+def test_ollama_store_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("GGUF_SERVE_OLLAMA_MODELS")
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "o"))
+    assert load_settings().ollama_models == tmp_path / "o"
+    monkeypatch.delenv("OLLAMA_MODELS")
+    assert load_settings().ollama_models == Path.home() / ".ollama" / "models"
+    for off in ("", "none", "off"):
+        monkeypatch.setenv("GGUF_SERVE_OLLAMA_MODELS", off)
+        assert load_settings().ollama_models is None
+    same = Registry(load_settings(home=tmp_path, ollama_models=str(tmp_path)))
+    assert same.ollama_store is None  # our own store is not read twice
+
+
+# --- partial downloads -----------------------------------------------------------------------------
+
+
+def test_partial_blob_resumes_hashing_the_bytes_already_there(tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with PartialBlob(tmp_path, partial_key(digest), expected=digest, size=len(data)) as part:
+        part.write(data[:100_000])  # then the connection "drops"
+    assert (tmp_path / f"{partial_key(digest)}-partial").stat().st_size == 100_000
+    with PartialBlob(tmp_path, partial_key(digest), expected=digest, size=len(data)) as part:
+        assert part.offset == 100_000 and not part.present
+        part.write(data[100_000:])
+        assert part.verify() == digest
+        final = part.commit(digest)
+    assert final.read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]
+    with PartialBlob(tmp_path, partial_key(digest), expected=digest, size=len(data)) as part:
+        assert part.present
+    assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]
+
+
+def test_partial_blob_mismatch_deletes_the_partial(tmp_path: Path) -> None:
+    digest = "sha256:" + "0" * 64
+    with PartialBlob(tmp_path, partial_key(digest), expected=digest, size=4) as part:
+        with pytest.raises(ChecksumMismatch, match="more than the expected 4 bytes"):
+            part.write(b"12345")
+        part.write(b"1234")
+        with pytest.raises(ChecksumMismatch, match="sha256 mismatch"):
+            part.verify()
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- split GGUFs ---------------------------------------------------------------------------------
+
+
+def test_split_links_are_named_for_llama_cpp_and_pruned_with_their_blobs(tmp_path: Path) -> None:
+    blobs = []
+    for i in range(3):
+        blob = tmp_path / "blobs" / f"part{i}"
+        blob.parent.mkdir(exist_ok=True)
+        blob.write_bytes(bytes([i]))
+        blobs.append(blob)
+    root = tmp_path / "splits"
+    first = link_split(root, blobs)
+    assert first.name == "model-00001-of-00003.gguf"
+    assert [p.name for p in sorted(first.parent.iterdir())] == [
+        "model-00001-of-00003.gguf",
+        "model-00002-of-00003.gguf",
+        "model-00003-of-00003.gguf",
+    ]
+    assert [p.read_bytes() for p in sorted(first.parent.iterdir())] == [b"\0", b"\1", b"\2"]
+    assert link_split(root, blobs) == first  # reused
+    prune_split_links(root)
+    assert first.exists()
+    blobs[1].unlink()
+    prune_split_links(root)
+    assert list(root.iterdir()) == []
+
+
+def test_adopt_file_moves_a_file_in_without_copying(tmp_home: Path, make_gguf: MakeGGUF) -> None:
+    store = Store(tmp_home)
+    with store.temp_dir() as scratch:
+        made = scratch / "out.gguf"
+        made.write_bytes(make_gguf().read_bytes())
+        inode = made.stat().st_ino
+        record = store.adopt_file(made, "made:1", SourceInfo(type="test"))
+        assert not made.exists()
+    assert record.model_path.stat().st_ino == inode
+    assert record.config.file_type == "Q8_0"

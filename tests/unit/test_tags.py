@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.errors import InvalidName
+from server.registry.quantized import derived_name, tag_label
 from server.registry.tags import (
     FILE_TYPE_LABELS,
     QUANT_LABELS,
@@ -348,3 +349,37 @@ def test_parse_tag_first_of_each_kind_wins() -> None:
     )
     assert parse_tag("") == TagParts(None, None, None, ())
     assert parse_tag("8B-Instruct") == TagParts("8b", "instruct", None, ())
+
+
+# --- names of quantized models --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "label", "derived"),
+    [
+        ("smollm2:135m", "F16", "smollm2:135m-f16"),
+        ("smollm2:135m-f16", "Q4_K_M", "smollm2:135m-q4_K_M"),
+        ("smollm2:135m-instruct-q4_1", "Q8_0", "smollm2:135m-instruct-q8_0"),
+        ("llama3.1:8b-instruct-fp16", "Q5_K_M", "llama3.1:8b-instruct-q5_K_M"),
+        ("mine", "Q2_K", "mine:q2_K"),
+        ("hf.co/org/Repo-GGUF:Q4_K_M", "IQ4_XS", "hf.co/org/Repo-GGUF:iq4_XS"),
+        ("ns/model:v1", "BF16", "ns/model:v1-bf16"),
+    ],
+)
+def test_derived_name_replaces_or_appends_the_quant(source: str, label: str, derived: str) -> None:
+    assert derived_name(parse_name(source), label).display == derived
+
+
+@pytest.mark.parametrize(
+    ("label", "tag"),
+    [
+        ("Q4_K_M", "q4_K_M"),
+        ("Q8_0", "q8_0"),
+        ("F16", "f16"),
+        ("IQ4_NL", "iq4_NL"),
+        ("Q2_K", "q2_K"),
+    ],
+)
+def test_tag_label_is_ollama_spelling(label: str, tag: str) -> None:
+    assert tag_label(label) == tag
+    assert normalize_quant(tag) == label

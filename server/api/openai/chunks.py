@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 
-from server.api.openai.protocol import ChatCompletionChunk, ChunkChoice, CompletionUsage, Delta
+from server.api.openai.chat_protocol import ChatCompletionChunk, ChunkChoice, Delta
+from server.api.openai.protocol import CompletionUsage
 
 _MARK = "\x00"
 _MARK_JSON = json.dumps(_MARK)  # '"\\u0000"', as pydantic writes it too
@@ -29,7 +30,7 @@ class ChunkEncoder:
 
     def chunk(self, choices: list[ChunkChoice], usage: CompletionUsage | None = None) -> str:
         """Any chunk, through the pydantic model (role, finish, usage, logprobs chunks)."""
-        return ChatCompletionChunk(**self._fields, choices=choices, usage=usage).model_dump_json()  # type: ignore[arg-type]
+        return ChatCompletionChunk(**self._fields, choices=choices, usage=usage).model_dump_json()
 
     def content(self, index: int, text: str) -> str:
         """A chunk whose only news is `text` for choice `index`."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from pydantic import BaseModel
+
+from server.errors import GGUFServeError
 
 
 class ErrorDetail(BaseModel):
@@ -22,3 +26,8 @@ def error_body(
     return ErrorResponse(
         error=ErrorDetail(message=message, type=type_, param=param, code=code)
     ).model_dump()
+
+
+def error_json(exc: GGUFServeError) -> str:
+    """The error body as one SSE payload (an error after the stream has started)."""
+    return json.dumps(error_body(exc.message, exc.type, exc.param, exc.code))

