@@ -24,6 +24,7 @@ import numpy as np
 
 from server.engine.courier import Courier
 from server.engine.embeddings import Embedder, normalized
+from server.engine.jobs import GenerationStreamImpl, Item, Job, Slot, common_prefix, deliver
 from server.engine.loader import LlamaHandles
 from server.engine.logprobs import token_logprobs
 from server.engine.sampling import Sampler
@@ -41,136 +42,7 @@ from server.errors import ContextLengthExceeded, EngineError, InvalidRequest, Ov
 
 logger = logging.getLogger(__name__)
 
-_Item = GenerationEvent | BaseException
 T = TypeVar("T")
-
-
-class _Job:
-    """A submitted request as the worker sees it."""
-
-    __slots__ = (
-        "cancelled",
-        "loop",
-        "queue",
-        "req",
-        "sampler",
-        "t_admit",
-        "t_first",
-        "t_submit",
-    )
-
-    def __init__(
-        self, req: GenerationRequest, sampler: Sampler, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        self.req = req
-        self.sampler = sampler
-        self.loop = loop
-        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self.cancelled = False
-        self.t_submit = time.perf_counter()
-        self.t_admit = 0.0
-        self.t_first = 0.0
-
-
-class _Slot:
-    """One sequence of the context; `tokens` mirrors what its KV cache holds."""
-
-    __slots__ = (
-        "cached",
-        "generated",
-        "id",
-        "job",
-        "last_used",
-        "n_done",
-        "pending",
-        "text",
-        "tokens",
-    )
-
-    def __init__(self, slot_id: int) -> None:
-        self.id = slot_id
-        self.tokens: list[int] = []
-        self.job: _Job | None = None
-        self.n_done = 0  # prompt tokens already in the KV cache
-        self.cached = 0
-        self.generated = 0
-        self.pending = -1  # sampled token not yet decoded
-        self.text: TextStream | None = None
-        self.last_used = 0
-
-    @property
-    def state(self) -> str:
-        job = self.job
-        if job is None:
-            return "idle"
-        return "prompt" if self.n_done < len(job.req.prompt_tokens) else "generating"
-
-
-class GenerationStreamImpl:
-    """Async iterator over one job's events; aclose() cancels the job."""
-
-    def __init__(self, engine: BatchEngine, job: _Job) -> None:
-        self._engine = engine
-        self._job = job
-        self._done = False
-
-    def __aiter__(self) -> GenerationStreamImpl:
-        return self
-
-    async def __anext__(self) -> GenerationEvent:
-        if self._done:
-            raise StopAsyncIteration
-        queue = self._job.queue
-        item = await queue.get()
-        # Merge whatever else is already waiting: fewer, larger chunks when the client lags.
-        while (
-            not queue.empty() and isinstance(item, GenerationEvent) and item.finish_reason is None
-        ):
-            nxt = queue.get_nowait()
-            if isinstance(nxt, BaseException):
-                queue.put_nowait(nxt)  # raise it on the next call, after this text
-                break
-            item = GenerationEvent(
-                text=item.text + nxt.text,
-                finish_reason=nxt.finish_reason,
-                usage=nxt.usage,
-                logprobs=item.logprobs + nxt.logprobs,
-                completion_ids=nxt.completion_ids,
-            )
-        if isinstance(item, BaseException):
-            self._done = True
-            raise item
-        if item.finish_reason is not None:
-            self._done = True
-        return item
-
-    async def aclose(self) -> None:
-        if not self._done:
-            self._done = True
-            self._engine.cancel(self._job)
-
-    def __del__(self) -> None:  # a response body that was never iterated still frees its slot
-        if not self._done:
-            self._job.cancelled = True  # no lock here: the worker reads the flag every step
-
-
-def _deliver(items: list[tuple[_Job, _Item]]) -> None:
-    for job, item in items:
-        job.queue.put_nowait(item)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:
-        return n
-    lo, hi = 0, n  # binary search on prefix equality: O(n log n) C-level compares
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 class BatchEngine:
@@ -185,8 +57,8 @@ class BatchEngine:
         self._n_batch = max(opts.n_batch, opts.n_parallel)
         self._n_ctx_slot = handles.n_ctx_seq
         self._max_queue = max_queue
-        self._slots = [_Slot(i) for i in range(opts.n_parallel)]
-        self._pending: deque[_Job] = deque()
+        self._slots = [Slot(i) for i in range(opts.n_parallel)]
+        self._pending: deque[Job] = deque()
         self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._cv = threading.Condition()
         self._closing = False
@@ -199,7 +71,7 @@ class BatchEngine:
         self._b_logits = np.ctypeslib.as_array(b.logits, shape=(self._n_batch,))
         np.ctypeslib.as_array(b.n_seq_id, shape=(self._n_batch,))[:] = 1
         self._b_seq = [b.seq_id[i] for i in range(self._n_batch)]
-        self._courier = Courier(_deliver, lambda job: job.loop)
+        self._courier = Courier(deliver, lambda job: job.loop)
         self._thread = threading.Thread(target=self._run, name="gguf-serve-engine", daemon=True)
         self._thread.start()
 
@@ -252,12 +124,12 @@ class BatchEngine:
                 bias = tuple((t, float("-inf")) for t in self.tokenizer.eog_tokens())
                 sampling = dataclasses.replace(sampling, logit_bias=sampling.logit_bias + bias)
             sampler = Sampler(sampling, self._h.vocab, self.tokenizer.n_vocab)
-            job = _Job(request, sampler, loop)
+            job = Job(request, sampler, loop)
             self._pending.append(job)
             self._cv.notify()
         return GenerationStreamImpl(self, job)
 
-    def cancel(self, job: _Job) -> None:
+    def cancel(self, job: Job) -> None:
         """Mark `job` cancelled; the worker frees its slot and KV at its next step."""
         with self._cv:
             job.cancelled = True
@@ -365,7 +237,7 @@ class BatchEngine:
             self._closing = True
             self._cv.notify()
         self._thread.join()
-        leftovers: list[tuple[_Job, _Item]] = []
+        leftovers: list[tuple[Job, Item]] = []
         for job in self._pending:
             leftovers.append((job, EngineError("the model was unloaded")))
             job.sampler.free()
@@ -402,7 +274,7 @@ class BatchEngine:
                 self._calls.clear()
                 self._reap_cancelled()
                 self._admit()
-            out: list[tuple[_Job, _Item]] = []
+            out: list[tuple[Job, Item]] = []
             for fn, future in calls:
                 try:
                     future.set_result(fn())
@@ -433,7 +305,7 @@ class BatchEngine:
             prompt = job.req.prompt_tokens
             best, best_lcp = free[0], -1
             for slot in free:
-                lcp = _common_prefix(slot.tokens, prompt)
+                lcp = common_prefix(slot.tokens, prompt)
                 if lcp > best_lcp or (lcp == best_lcp and slot.last_used < best.last_used):
                     best, best_lcp = slot, lcp
             reuse = min(best_lcp, len(prompt) - 1)  # evaluate at least one token for logits
@@ -452,7 +324,7 @@ class BatchEngine:
             job.t_admit = time.perf_counter()
             job.sampler.prime(prompt, job.req.sampling.repeat_last_n)
 
-    def _release(self, slot: _Slot, *, clear_kv: bool) -> None:
+    def _release(self, slot: Slot, *, clear_kv: bool) -> None:
         job = slot.job
         if job is not None:
             job.sampler.free()
@@ -464,17 +336,17 @@ class BatchEngine:
             llama_cpp.llama_memory_seq_rm(self._mem, slot.id, -1, -1)
             slot.tokens.clear()
 
-    def _fail_active(self, exc: Exception) -> list[tuple[_Job, _Item]]:
-        out: list[tuple[_Job, _Item]] = []
+    def _fail_active(self, exc: Exception) -> list[tuple[Job, Item]]:
+        out: list[tuple[Job, Item]] = []
         for slot in self._slots:
             if slot.job is not None:
                 out.append((slot.job, EngineError(f"generation failed: {exc}")))
                 self._release(slot, clear_kv=True)
         return out
 
-    def _step(self) -> list[tuple[_Job, _Item]]:
+    def _step(self) -> list[tuple[Job, Item]]:
         n = 0
-        outputs: list[tuple[_Slot, int]] = []
+        outputs: list[tuple[Slot, int]] = []
         tok, pos, logits, seq = self._b_token, self._b_pos, self._b_logits, self._b_seq
         for slot in self._slots:
             if slot.job is not None and slot.pending >= 0:
@@ -524,7 +396,7 @@ class BatchEngine:
         rc = llama_cpp.llama_decode(self._ctx, self._batch)
         if rc != 0:
             raise EngineError(f"llama_decode returned {rc}")
-        out: list[tuple[_Job, _Item]] = []
+        out: list[tuple[Job, Item]] = []
         now = time.perf_counter()
         for slot, idx in outputs:
             job = slot.job
@@ -540,7 +412,7 @@ class BatchEngine:
                 out.append((job, event))
         return out
 
-    def _after_sample(self, slot: _Slot, job: _Job, idx: int, now: float) -> GenerationEvent | None:
+    def _after_sample(self, slot: Slot, job: Job, idx: int, now: float) -> GenerationEvent | None:
         token = job.sampler.sample(self._ctx, idx)
         if not job.t_first:
             job.t_first = now

@@ -14,7 +14,13 @@ logger = logging.getLogger(__name__)
 
 
 def start_engine(
-    path: Path, options: LoadOptions, facts: ModelFacts, *, n_ctx_cap: int, max_queue: int
+    path: Path,
+    options: LoadOptions,
+    facts: ModelFacts,
+    *,
+    n_ctx_cap: int,
+    max_queue: int,
+    label: str | None = None,
 ) -> BatchEngine:
     """Load `path` with `options` (validated against `facts`) and start its worker thread.
 
@@ -26,7 +32,7 @@ def start_engine(
     handles = LlamaHandles(path, effective)
     logger.info(
         "loaded %s in %.2fs: n_ctx=%d per slot x %d slots, kv %s/%s, flash_attn=%s, gpu layers=%d",
-        path.name,
+        label or path.name,
         time.perf_counter() - started,
         handles.n_ctx_seq,
         effective.n_parallel,
