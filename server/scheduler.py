@@ -79,6 +79,7 @@ def default_engine_factory(settings: Settings) -> EngineFactory:
             facts,
             n_ctx_cap=settings.n_ctx_cap,
             max_queue=settings.max_queue,
+            label=resolved.name,
         )
         tok = engine.tokenizer
         bos, eos = tok.token_text(tok.bos), tok.token_text(tok.eos)
