@@ -34,14 +34,10 @@ class Message(_Request):
     thinking: str | None = None
 
 
-class ChatRequest(_Request):
-    """POST /api/chat."""
+class _GenerationRequest(_Request):
+    """What chat and generate share (ollama-python's BaseGenerateRequest)."""
 
     model: str = Field(min_length=1)
-    messages: list[Message] | None = None
-    tools: list[dict[str, Any]] | None = None
-    # gguf-serve extension (Ollama has none): OpenAI's tool_choice, to force a call.
-    tool_choice: Literal["auto", "none", "required"] | dict[str, Any] = "auto"
     format: Format = None
     options: dict[str, Any] | None = None
     stream: bool = True
@@ -49,10 +45,18 @@ class ChatRequest(_Request):
     think: bool | str | None = None
 
 
-class GenerateRequest(_Request):
+class ChatRequest(_GenerationRequest):
+    """POST /api/chat."""
+
+    messages: list[Message] | None = None
+    tools: list[dict[str, Any]] | None = None
+    # gguf-serve extension (Ollama has none): OpenAI's tool_choice, to force a call.
+    tool_choice: Literal["auto", "none", "required"] | dict[str, Any] = "auto"
+
+
+class GenerateRequest(_GenerationRequest):
     """POST /api/generate."""
 
-    model: str = Field(min_length=1)
     prompt: str | None = None
     suffix: str | None = None
     system: str | None = None
@@ -60,11 +64,6 @@ class GenerateRequest(_Request):
     context: list[int] | None = None
     raw: bool = False
     images: list[str] | None = None
-    format: Format = None
-    options: dict[str, Any] | None = None
-    stream: bool = True
-    keep_alive: KeepAlive = None
-    think: bool | str | None = None
 
 
 class EmbedRequest(_Request):
