@@ -185,44 +185,28 @@ class OutMessage(BaseModel):
     tool_calls: list[ToolCall] | None = None
 
 
-class Timings(BaseModel):
-    """The final object's statistics; durations in nanoseconds."""
+class _GenerationResponse(BaseModel):
+    """Fields every chat/generate object has; the statistics only on the final one (ns)."""
 
-    total_duration: int
-    load_duration: int
-    prompt_eval_count: int
-    prompt_eval_duration: int
-    eval_count: int
-    eval_duration: int
-
-
-class ChatResponse(BaseModel):
     model: str
     created_at: str
+    done: bool
+    done_reason: str | None = None
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+
+
+class ChatResponse(_GenerationResponse):
     message: OutMessage
-    done: bool
-    done_reason: str | None = None
-    total_duration: int | None = None
-    load_duration: int | None = None
-    prompt_eval_count: int | None = None
-    prompt_eval_duration: int | None = None
-    eval_count: int | None = None
-    eval_duration: int | None = None
 
 
-class GenerateResponse(BaseModel):
-    model: str
-    created_at: str
+class GenerateResponse(_GenerationResponse):
     response: str
-    done: bool
-    done_reason: str | None = None
     context: list[int] | None = None
-    total_duration: int | None = None
-    load_duration: int | None = None
-    prompt_eval_count: int | None = None
-    prompt_eval_duration: int | None = None
-    eval_count: int | None = None
-    eval_duration: int | None = None
 
 
 class EmbedResponse(BaseModel):
