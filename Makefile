@@ -13,7 +13,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# llama-cpp-python is compiled once into a wheel kept outside the clone (scripts/llama_wheel.py,
+# with llama.cpp's RPC backend on); the venv, the image and the RPC tools all use that one build.
 $(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$$($(PYTHON) scripts/llama_wheel.py)"
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

@@ -14,15 +14,23 @@ from pathlib import Path
 COMPILED = "llama-cpp-python"
 
 
-def main(pyproject: str) -> int:
+def requirement(pyproject: str | Path) -> str:
+    """The llama-cpp-python requirement line; raises LookupError when there is none."""
     dependencies = tomllib.loads(Path(pyproject).read_text())["project"]["dependencies"]
-    for requirement in dependencies:
-        name = re.match(r"[A-Za-z0-9._-]+", requirement)
+    for line in dependencies:
+        name = re.match(r"[A-Za-z0-9._-]+", line)
         if name and re.sub(r"[-_.]+", "-", name.group(0)).lower() == COMPILED:
-            print(requirement)
-            return 0
-    print(f"{pyproject} lists no {COMPILED} dependency", file=sys.stderr)
-    return 1
+            return str(line)
+    raise LookupError(f"{pyproject} lists no {COMPILED} dependency")
+
+
+def main(pyproject: str) -> int:
+    try:
+        print(requirement(pyproject))
+    except LookupError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
