@@ -52,16 +52,24 @@ ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_TRUSTED_HOST
 ARG PIP_CERT
-# CMake flags for llama.cpp, e.g. -DGGML_CUDA=on. Empty = CPU, tuned for the building machine's
-# CPU (llama.cpp's GGML_NATIVE); add -DGGML_NATIVE=off for an image that runs on older CPUs.
-ARG LLAMA_CMAKE_ARGS=""
+# CMake flags for llama.cpp, e.g. "-DGGML_RPC=on -DGGML_CUDA=on". The default is a CPU build with
+# the RPC backend (load.rpc_servers), tuned for the building machine's CPU (llama.cpp's
+# GGML_NATIVE); add -DGGML_NATIVE=off for an image that runs on older CPUs.
+ARG LLAMA_CMAKE_ARGS="-DGGML_RPC=on"
 
-# The long compile, in a layer that depends only on the llama-cpp-python requirement (a COPY is
-# cached by content), so changes to the other dependencies or to the code do not redo it.
+# The long compile, in a layer that depends only on the llama-cpp-python requirement and on
+# docker/wheels/ (a COPY is cached by content), so changes to the other dependencies or to the
+# code do not redo it. A llama_cpp_python wheel placed in docker/wheels/ is installed instead of
+# compiling (`make test-container` puts the one the venv was built from there: one compile for
+# both); it must have been built for the image's CPU and Python (cp311 on Debian bookworm).
 COPY --from=llama-requirement /req/llama.txt /tmp/llama.txt
+COPY docker/wheels/ /tmp/wheels/
 RUN --mount=type=secret,id=pip_cert \
     if [ -z "${PIP_CERT:-}" ] && [ -f /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi \
- && CMAKE_ARGS="$LLAMA_CMAKE_ARGS" pip install --no-cache-dir -r /tmp/llama.txt
+ && set -- /tmp/wheels/llama_cpp_python-*.whl \
+ && if [ -f "$1" ]; then pip install --no-cache-dir "$1" -r /tmp/llama.txt; \
+    else CMAKE_ARGS="$LLAMA_CMAKE_ARGS" pip install --no-cache-dir -r /tmp/llama.txt; fi \
+ && rm -rf /tmp/wheels
 
 # The project with the rest of its dependencies (a wheel, with configs/ inside as its catalog),
 # then the models to bake in: PRELOAD_MODELS lists tags (spaces or commas), pulled into the store

@@ -29,8 +29,8 @@ run: model
 	$(BIN)/gguf-serve serve --host $(HOST) --port $(PORT) --model $(MODEL)
 
 lint: install
-	$(BIN)/ruff check server tests bench docker
-	$(BIN)/ruff format --check server tests bench docker
+	$(BIN)/ruff check server tests bench docker scripts
+	$(BIN)/ruff format --check server tests bench docker scripts
 	$(BIN)/hadolint Dockerfile
 
 typecheck: install
@@ -47,6 +47,8 @@ integration: install
 
 # The Dockerfile and compose.yaml built and run for real with podman (tests/container/run.sh).
 test-container: install
+	rm -f docker/wheels/*.whl
+	cp "$$($(PYTHON) scripts/llama_wheel.py)" docker/wheels/
 	bash tests/container/run.sh
 
 bench: model
