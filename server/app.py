@@ -17,6 +17,7 @@ from server import __version__
 from server.api import system
 from server.api.errors import describe_validation, headers_for, status_for
 from server.api.json_body import AssumeJSONMiddleware
+from server.api.lifecycle import Lifecycle
 from server.api.ollama import routes as ollama_routes
 from server.api.ollama.embed import OllamaEmbeddings
 from server.api.ollama.models import OllamaModels
@@ -116,13 +117,14 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         manager = ModelManager(settings, registry, engine_factory)
         app.state.manager = manager
-        app.state.chat_service = ChatService(manager, settings.default_model)
-        app.state.completion_service = CompletionService(manager, settings.default_model)
-        app.state.embedding_service = EmbeddingService(manager, settings.default_model)
+        lifecycle = app.state.lifecycle = Lifecycle(manager, settings.default_model)
+        app.state.chat_service = ChatService(lifecycle)
+        app.state.completion_service = CompletionService(lifecycle)
+        app.state.embedding_service = EmbeddingService(lifecycle)
         app.state.models_service = ModelsService(registry)
-        app.state.ollama_generation = OllamaGeneration(manager)
+        app.state.ollama_generation = OllamaGeneration(lifecycle)
         app.state.ollama_models = OllamaModels(registry, manager)
-        app.state.ollama_embeddings = OllamaEmbeddings(manager)
+        app.state.ollama_embeddings = OllamaEmbeddings(lifecycle)
         app.state.ready = asyncio.Event()
         task = asyncio.create_task(_preload(app, settings)) if preload else None
         if task is None:

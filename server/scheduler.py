@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from server.chat.template import ChatTemplate
 from server.engine.options import LoadOptions
 from server.errors import InvalidRequest
+from server.validation import describe
 
 if TYPE_CHECKING:
     from server.engine.types import Engine
@@ -114,9 +117,9 @@ class ModelManager:
         """Server defaults < the catalog's per-model defaults < per-request overrides."""
         try:
             return self.settings.load.merged(resolved.load_overrides).merged(overrides)
-        except ValueError as exc:  # pydantic ValidationError is a ValueError
+        except ValidationError as exc:
             raise InvalidRequest(
-                f"invalid load options: {exc}".splitlines()[0], param="options"
+                f"invalid load options: {describe(exc.errors())}", param="options"
             ) from None
 
     async def acquire(

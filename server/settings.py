@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from server.durations import parse_duration
 from server.engine.options import LoadOptions
+from server.validation import describe
 
 logger = logging.getLogger(__name__)
 
@@ -223,11 +224,7 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**given)
     except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "settings"
-            parts.append(f"{field}: {err['msg']}")
-        raise SettingsError("invalid setting: " + "; ".join(parts)) from None
+        raise SettingsError(f"invalid setting: {describe(exc.errors())}") from None
     except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable or malformed YAML
         text = " ".join(str(exc).split())
         raise SettingsError(f"invalid configuration: {text}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi.exceptions import RequestValidationError
 
 from server import errors as e
+from server.validation import describe, error_parts
 
 _STATUS: list[tuple[type[e.GGUFServeError], int]] = [
     (e.ModelNotFound, 404),
@@ -35,17 +36,10 @@ def headers_for(exc: e.GGUFServeError) -> dict[str, str]:
 
 def describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
     """One readable message and the offending parameter for a request-validation failure."""
-    parts: list[str] = []
-    param: str | None = None
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    errors = exc.errors()
+    for err in errors:
         if err.get("type") == "json_invalid":
-            return "the request body is not valid JSON: " + str(
-                err.get("ctx", {}).get("error", "")
-            ), None
-        where = ".".join(loc)
-        if param is None and loc:
-            param = where
-        msg = str(err.get("msg", "invalid value"))
-        parts.append(f"{where}: {msg}" if where else msg)
-    return ("; ".join(parts) or "invalid request"), param
+            detail = str(err.get("ctx", {}).get("error", ""))
+            return f"the request body is not valid JSON: {detail}", None
+    located = [where for where, _ in error_parts(errors, skip=("body",)) if where]
+    return describe(errors, skip=("body",)), (located[0] if located else None)

@@ -99,6 +99,7 @@ class Collected:
     finish_reason: str | None = None
     usage: Usage | None = None
     logprobs: list[tuple[TokenLogprob, ...]] = field(default_factory=list)
+    completion_ids: tuple[int, ...] = ()
 
 
 async def collect(stream: GenerationStream) -> Collected:
@@ -111,5 +112,6 @@ async def collect(stream: GenerationStream) -> Collected:
             out.logprobs.append(event.logprobs)
         if event.finish_reason is not None:
             out.finish_reason, out.usage = event.finish_reason, event.usage
+            out.completion_ids = event.completion_ids
     out.text = "".join(parts)
     return out

@@ -26,7 +26,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from server.errors import GGUFServeError, InvalidRequest, ModelNotFound, PullError
-from server.registry.blobs import BlobWriter, adopt_blob, blob_path, digest_hex
+from server.registry.blob_writer import BlobWriter
+from server.registry.blobs import adopt_blob, blob_path, digest_hex
 from server.registry.files import atomic_write, ensure_within, fsync_dir
 from server.registry.gguf_info import GGUFInfo, check_header, read_gguf_info
 from server.registry.manifest import (

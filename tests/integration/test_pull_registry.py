@@ -170,7 +170,7 @@ def test_a_corrupted_blob_is_refused_and_nothing_is_left(
 
     with pytest.raises(ChecksumMismatch, match=r"sha256 mismatch for blob sha256:") as caught:
         registry.pull(name_at(registry_server))
-    assert "the partial download was deleted" in caught.value.message
+    assert "the partial file was deleted" in caught.value.message
     assert files_under(tmp_home) == []
     assert registry.list() == []
 
@@ -274,7 +274,7 @@ def test_two_concurrent_pulls_of_one_blob_write_it_once(
     model_bytes: bytes,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="server.registry.partial")
+    caplog.set_level(logging.INFO, logger="server.registry.blob_writer")
     registry_server.add_model(REPO, "1", model_bytes, template=None)
     registry_server.add_model("library/other", "1", model_bytes, template=None)
     registry_server.blob_route(model_bytes).delay = 0.0005  # ~2 s for the whole blob

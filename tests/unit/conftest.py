@@ -1,8 +1,15 @@
-"""The OpenAI app over a fake engine, shared by the HTTP-layer unit tests."""
+"""Unit tests: no model file and no network. Also the OpenAI app over a fake engine, shared by
+the HTTP-layer unit tests.
+
+Both rules are enforced here: a unit test that asks for the real model's fixtures is a
+collection error, and a connection to anything but loopback fails the test.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +25,38 @@ from tests.conftest import MakeGGUF
 from tests.fakes import FakeEngine, fake_factory
 
 MODEL = "fake:1b"
+UNIT_DIR = Path(__file__).resolve().parent
+_MODEL_FIXTURES = frozenset({"model_home", "default_model_path", "server", "base_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if UNIT_DIR in Path(str(item.path)).parents:
+            needs = _MODEL_FIXTURES & set(getattr(item, "fixturenames", ()))
+            if needs:
+                raise pytest.UsageError(
+                    f"{item.nodeid} uses {sorted(needs)}: tests that need the real model "
+                    "belong in tests/integration"
+                )
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit tests never reach the network: a connection off loopback raises at once."""
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> None:
+        host = address[0] if isinstance(address, tuple) else None
+        if host is not None:
+            try:
+                loopback = ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loopback = host == "localhost"
+            if not loopback:
+                raise OSError(f"unit tests may not connect to {host}")
+        real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
 
 
 @pytest.fixture

@@ -23,11 +23,11 @@ from server.errors import (
 )
 from server.registry import Registry, Store
 from server.registry import registry as registry_module
-from server.registry.blobs import BlobWriter, blob_path
+from server.registry.blob_writer import BlobWriter, partial_key
+from server.registry.blobs import blob_path
 from server.registry.files import atomic_write
 from server.registry.gguf_info import read_gguf_info
 from server.registry.manifest import CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, Manifest, SourceInfo
-from server.registry.partial import PartialBlob, partial_key
 from server.registry.splits import link_split, prune_split_links
 from server.settings import load_settings
 
@@ -264,7 +264,8 @@ def test_blob_writer_commits_verified_bytes(tmp_path: Path) -> None:
     ("expected", "size", "fragment"),
     [
         ("sha256:" + "0" * 64, None, "sha256 mismatch"),
-        (None, 3, "expected 3 bytes but received 10"),
+        (None, 3, "more than the expected 3 bytes"),
+        (None, 30, "expected 30 bytes .*but received 10"),
     ],
 )
 def test_blob_writer_mismatch_leaves_nothing(
@@ -495,29 +496,46 @@ def test_ollama_store_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 # --- partial downloads -----------------------------------------------------------------------------
 
 
-def test_partial_blob_resumes_hashing_the_bytes_already_there(tmp_path: Path) -> None:
+def test_resumable_writer_resumes_hashing_the_bytes_already_there(tmp_path: Path) -> None:
     data = os.urandom(300_000)
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    with PartialBlob(tmp_path, partial_key(digest), expected=digest, size=len(data)) as part:
-        part.write(data[:100_000])  # then the connection "drops"
+
+    def writer() -> BlobWriter:
+        return BlobWriter(tmp_path, expected=digest, size=len(data), resume_key=partial_key(digest))
+
+    with pytest.raises(ConnectionError), writer() as part:
+        part.write(data[:100_000])
+        raise ConnectionError("the connection drops")
     assert (tmp_path / f"{partial_key(digest)}-partial").stat().st_size == 100_000
-    with PartialBlob(tmp_path, partial_key(digest), expected=digest, size=len(data)) as part:
-        assert part.offset == 100_000 and not part.present
+    with writer() as part:
+        assert part.written == 100_000 and not part.present
         part.write(data[100_000:])
         assert part.verify() == digest
-        final = part.commit(digest)
+        final = part.commit()
     assert final.read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]
-    with PartialBlob(tmp_path, partial_key(digest), expected=digest, size=len(data)) as part:
+    with writer() as part:
         assert part.present
     assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]
 
 
-def test_partial_blob_mismatch_deletes_the_partial(tmp_path: Path) -> None:
+def test_resumable_writer_commits_on_a_clean_exit(tmp_path: Path) -> None:
+    data = b"resumable"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with BlobWriter(tmp_path, expected=digest, resume_key=partial_key(digest)) as part:
+        part.write(data)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [part.path.name]
+    assert part.path.read_bytes() == data
+
+
+def test_resumable_writer_mismatch_deletes_the_partial(tmp_path: Path) -> None:
     digest = "sha256:" + "0" * 64
-    with PartialBlob(tmp_path, partial_key(digest), expected=digest, size=4) as part:
+    key = partial_key(digest)
+    with BlobWriter(tmp_path, expected=digest, size=4, resume_key=key) as part:
         with pytest.raises(ChecksumMismatch, match="more than the expected 4 bytes"):
             part.write(b"12345")
+        assert list(tmp_path.iterdir()) == []
+        part.restart()
         part.write(b"1234")
         with pytest.raises(ChecksumMismatch, match="sha256 mismatch"):
             part.verify()

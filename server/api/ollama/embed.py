@@ -7,6 +7,7 @@ import math
 import time
 from typing import Any
 
+from server.api.lifecycle import Lifecycle
 from server.api.ollama.options import keep_alive_seconds, split_options
 from server.api.ollama.protocol import (
     EmbeddingsRequest,
@@ -16,7 +17,6 @@ from server.api.ollama.protocol import (
     KeepAlive,
 )
 from server.errors import InvalidRequest
-from server.scheduler import ModelManager
 
 _NS = 1_000_000_000
 
@@ -31,8 +31,8 @@ def _truncate(vector: list[float], dimensions: int) -> list[float]:
 class OllamaEmbeddings:
     """Embeddings through the loaded model's embedding context."""
 
-    def __init__(self, manager: ModelManager) -> None:
-        self.manager = manager
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
 
     async def _embed(
         self,
@@ -45,16 +45,15 @@ class OllamaEmbeddings:
         started = time.perf_counter()
         split = split_options(options)
         seconds = keep_alive_seconds(keep_alive)
-        lease = await self.manager.acquire(model, overrides=split.load, keep_alive=seconds)
-        load_seconds = time.perf_counter() - started
-        try:
+        async with self.lifecycle.hold(model, overrides=split.load, keep_alive=seconds) as (
+            lease,
+            load_seconds,
+        ):
             engine = lease.model.engine
             token_lists = [await asyncio.to_thread(engine.tokenize, text) for text in texts]
             vectors = await engine.embed(token_lists, truncate=truncate) if token_lists else []
             count = sum(min(len(t), engine.n_ctx_slot) for t in token_lists)
             return lease.model.name, vectors, count, started, load_seconds
-        finally:
-            lease.release()
 
     async def embed(self, body: EmbedRequest) -> EmbedResponse:
         texts = [body.input] if isinstance(body.input, str) else list(body.input)

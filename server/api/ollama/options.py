@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from server.durations import parse_duration
 from server.engine.types import SamplingParams
 from server.errors import InvalidRequest, UnsupportedFeature
+from server.validation import describe, error_parts
 
 logger = logging.getLogger(__name__)
 
@@ -133,10 +134,9 @@ def split_options(
     try:
         parsed = RuntimeOptions.model_validate(runtime)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
+        where, _ = error_parts(exc.errors())[0]
         raise InvalidRequest(
-            f"invalid option {where}: {err['msg']}", param=f"options.{where}"
+            f"invalid option {describe(exc.errors(), first=True)}", param=f"options.{where}"
         ) from None
     if parsed.mirostat:
         raise UnsupportedFeature("mirostat sampling is not supported", param="options.mirostat")

@@ -185,7 +185,7 @@ class OutMessage(BaseModel):
     tool_calls: list[ToolCall] | None = None
 
 
-class _GenerationResponse(BaseModel):
+class GenerationResponse(BaseModel):
     """Fields every chat/generate object has; the statistics only on the final one (ns)."""
 
     model: str
@@ -200,12 +200,12 @@ class _GenerationResponse(BaseModel):
     eval_duration: int | None = None
 
 
-class ChatResponse(_GenerationResponse):
-    message: OutMessage
+class ChatResponse(GenerationResponse):
+    message: OutMessage = Field(default_factory=OutMessage)
 
 
-class GenerateResponse(_GenerationResponse):
-    response: str
+class GenerateResponse(GenerationResponse):
+    response: str = ""
     context: list[int] | None = None
 
 

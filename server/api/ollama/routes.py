@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse
 
 from server.api.ollama.embed import OllamaEmbeddings
 from server.api.ollama.models import OllamaModels
-from server.api.ollama.ndjson import NDJSONResponse, timestamp
+from server.api.ollama.ndjson import NDJSONResponse
 from server.api.ollama.protocol import (
     ChatRequest,
     ChatResponse,
@@ -24,7 +24,6 @@ from server.api.ollama.protocol import (
     GenerateRequest,
     GenerateResponse,
     ModelRequest,
-    OutMessage,
     ProgressResponse,
     PsResponse,
     PullRequest,
@@ -33,6 +32,7 @@ from server.api.ollama.protocol import (
     VersionResponse,
 )
 from server.api.ollama.serving import OllamaGeneration
+from server.api.services import from_state
 from server.errors import GGUFServeError, InvalidRequest
 
 # The Ollama version whose API this server follows (clients gate features on it).
@@ -41,24 +41,9 @@ OLLAMA_API_VERSION = "0.6.0"
 router = APIRouter(tags=["ollama"])
 
 
-def generation(request: Request) -> OllamaGeneration:
-    service: OllamaGeneration = request.app.state.ollama_generation
-    return service
-
-
-def models(request: Request) -> OllamaModels:
-    service: OllamaModels = request.app.state.ollama_models
-    return service
-
-
-def embeddings(request: Request) -> OllamaEmbeddings:
-    service: OllamaEmbeddings = request.app.state.ollama_embeddings
-    return service
-
-
-Gen = Annotated[OllamaGeneration, Depends(generation)]
-Models = Annotated[OllamaModels, Depends(models)]
-Embeds = Annotated[OllamaEmbeddings, Depends(embeddings)]
+Gen = Annotated[OllamaGeneration, Depends(from_state("ollama_generation", OllamaGeneration))]
+Models = Annotated[OllamaModels, Depends(from_state("ollama_models", OllamaModels))]
+Embeds = Annotated[OllamaEmbeddings, Depends(from_state("ollama_embeddings", OllamaEmbeddings))]
 
 
 @router.get("/", response_class=PlainTextResponse)
@@ -75,35 +60,19 @@ async def version() -> VersionResponse:
 @router.post("/api/chat", response_model=None)
 async def chat(body: ChatRequest, service: Gen) -> ChatResponse | NDJSONResponse:
     if not body.messages:
-        done = await service.load_only(body.model, body.options, body.keep_alive)
-        return ChatResponse(
-            model=done.model,
-            created_at=timestamp(),
-            message=OutMessage(),
-            done=True,
-            done_reason=done.done_reason,
-        )
-    prepared = await service.prepare_chat(body)
-    if body.stream:
-        return NDJSONResponse(service.chat_stream(prepared))
-    return await service.chat_once(prepared)
+        return await service.load_only(body.model, body.options, body.keep_alive, ChatResponse)
+    run = await service.prepare_chat(body)
+    return NDJSONResponse(service.chat_stream(run)) if body.stream else await service.chat_once(run)
 
 
 @router.post("/api/generate", response_model=None)
 async def generate(body: GenerateRequest, service: Gen) -> GenerateResponse | NDJSONResponse:
     if not body.prompt and not body.context:
-        done = await service.load_only(body.model, body.options, body.keep_alive)
-        return GenerateResponse(
-            model=done.model,
-            created_at=timestamp(),
-            response="",
-            done=True,
-            done_reason=done.done_reason,
-        )
-    prepared = await service.prepare_generate(body)
+        return await service.load_only(body.model, body.options, body.keep_alive, GenerateResponse)
+    run = await service.prepare_generate(body)
     if body.stream:
-        return NDJSONResponse(service.generate_stream(prepared))
-    return await service.generate_once(prepared)
+        return NDJSONResponse(service.generate_stream(run))
+    return await service.generate_once(run)
 
 
 @router.post("/api/embed")

@@ -2,155 +2,125 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from server.api.lifecycle import Lifecycle, Prepared, Run, tokenize
 from server.api.ollama.ndjson import SpliceTemplate, timestamp
-from server.api.ollama.options import SplitOptions, keep_alive_seconds, split_options
+from server.api.ollama.options import keep_alive_seconds, split_options
 from server.api.ollama.prompts import ModelPrompting, ToolSupport, format_grammar
 from server.api.ollama.protocol import (
     ChatRequest,
     ChatResponse,
     GenerateRequest,
     GenerateResponse,
+    GenerationResponse,
     OutMessage,
     ToolCall,
 )
-from server.engine.types import GenerationEvent, GenerationRequest, GenerationStream, Usage
+from server.api.streams import Collected
+from server.chat.template import ChatTemplate
+from server.engine.types import GenerationRequest, Usage
 from server.errors import GGUFServeError, InvalidRequest, UnsupportedFeature
-from server.scheduler import Lease, ModelManager
+from server.scheduler import LoadedModel
 
 _NS = 1_000_000_000
-_LONG_PROMPT_CHARS = 8192
+
+R = TypeVar("R", bound=GenerationResponse)
+Render = Callable[[ModelPrompting, ChatTemplate, ToolSupport | None], str]
 
 
 @dataclass
-class Prepared:
-    """A queued generation plus what the final object reports."""
+class OllamaRun:
+    """What the encoders of one chat/generate answer need besides the engine's events."""
 
-    model: str
-    created_at: str
-    started: float
-    load_seconds: float
-    lease: Lease
-    stream: GenerationStream
     prompt_tokens: list[int]
     tools: ToolSupport | None = None
-    closed: bool = field(default=False)
-
-    async def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            await self.stream.aclose()
-            self.lease.release()
-
-    def timings(self, usage: Usage | None) -> dict[str, int]:
-        u = usage or Usage(prompt_tokens=len(self.prompt_tokens), completion_tokens=0)
-        return {
-            "total_duration": int((time.perf_counter() - self.started) * _NS),
-            "load_duration": int(self.load_seconds * _NS),
-            "prompt_eval_count": u.prompt_tokens,
-            "prompt_eval_duration": int(u.prompt_seconds * _NS),
-            "eval_count": u.completion_tokens,
-            "eval_duration": int(u.generation_seconds * _NS),
-        }
+    created_at: str = field(default_factory=timestamp)
 
 
-@dataclass
-class LoadOnly:
-    """A request with no prompt: it only loads (or, with keep_alive 0, unloads) the model."""
-
-    model: str
-    done_reason: str
+def _timings(run: Run[OllamaRun], usage: Usage | None) -> dict[str, int]:
+    """The statistics of the final object (nanoseconds), as Ollama reports them."""
+    u = usage or Usage(prompt_tokens=len(run.info.prompt_tokens), completion_tokens=0)
+    return {
+        "total_duration": int(run.elapsed * _NS),
+        "load_duration": int(run.load_seconds * _NS),
+        "prompt_eval_count": u.prompt_tokens,
+        "prompt_eval_duration": int(u.prompt_seconds * _NS),
+        "eval_count": u.completion_tokens,
+        "eval_duration": int(u.generation_seconds * _NS),
+    }
 
 
 class OllamaGeneration:
-    """Runs chat and generate requests against the models the manager loads."""
+    """Ollama's chat and generate: prepare the engine request, encode NDJSON or one object."""
 
-    def __init__(self, manager: ModelManager) -> None:
-        self.manager = manager
-
-    async def _acquire(
-        self, model: str, split: SplitOptions, keep_alive: float | None
-    ) -> tuple[Lease, float]:
-        started = time.perf_counter()
-        lease = await self.manager.acquire(model, overrides=split.load, keep_alive=keep_alive)
-        return lease, time.perf_counter() - started
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
 
     async def load_only(
-        self, model: str, options: dict[str, Any] | None, keep_alive: Any
-    ) -> LoadOnly:
+        self,
+        model: str,
+        options: dict[str, Any] | None,
+        keep_alive: Any,
+        answer: type[R],
+    ) -> R:
         """Ollama's empty-prompt request: load the model, or unload it when keep_alive is 0."""
         seconds = keep_alive_seconds(keep_alive)
         if seconds == 0:
-            await self.manager.unload(model)
-            return LoadOnly(model=model, done_reason="unload")
-        prompting = await ModelPrompting.of(self.manager, model)
-        split = split_options(options, prompting.params)
-        lease, _ = await self._acquire(model, split, seconds)
-        name = lease.model.name
-        lease.release()
-        return LoadOnly(model=name, done_reason="load")
+            await self.lifecycle.manager.unload(model)
+            name, reason = model, "unload"
+        else:
+            prompting = await ModelPrompting.of(self.lifecycle.manager, model)
+            split = split_options(options, prompting.params)
+            async with self.lifecycle.hold(model, overrides=split.load, keep_alive=seconds) as (
+                lease,
+                _,
+            ):
+                name, reason = lease.model.name, "load"
+        return answer(model=name, created_at=timestamp(), done=True, done_reason=reason)
 
-    async def _submit(
+    async def _start(
         self,
         model: str,
-        render: Callable[[ModelPrompting, Any, ToolSupport | None], str],
+        render: Render,
         options: dict[str, Any] | None,
         keep_alive: Any,
         fmt: Any,
         context: list[int] | None = None,
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | dict[str, Any] = "auto",
-    ) -> Prepared:
-        started = time.perf_counter()
+    ) -> Run[OllamaRun]:
         seconds = keep_alive_seconds(keep_alive)
-        prompting = await ModelPrompting.of(self.manager, model)
+        prompting = await ModelPrompting.of(self.lifecycle.manager, model)
         split = split_options(options, prompting.params)
         grammar = format_grammar(fmt)
-        lease, load_seconds = await self._acquire(model, split, seconds)
-        try:
-            loaded = lease.model
+
+        async def prepare(loaded: LoadedModel) -> Prepared[OllamaRun]:
             tool_support = prompting.tool_support(tools, loaded.template, fmt, tool_choice)
             triggers: tuple[str, ...] = ()
+            constraint = grammar
             if tool_support is not None:
-                grammar, triggers = tool_support.grammar, tool_support.triggers
+                constraint, triggers = tool_support.grammar, tool_support.triggers
             text = render(prompting, loaded.template, tool_support)
-            engine = loaded.engine
-            if len(text) > _LONG_PROMPT_CHARS:
-                tokens = await asyncio.to_thread(engine.tokenize, text)
-            else:
-                tokens = engine.tokenize(text)
+            tokens = await tokenize(loaded.engine, text)
             if context:
                 tokens = [*context, *tokens]
             request = GenerationRequest(
                 prompt_tokens=tokens,
-                sampling=split.runtime.sampling(grammar=grammar, triggers=triggers),
+                sampling=split.runtime.sampling(grammar=constraint, triggers=triggers),
                 max_tokens=split.runtime.max_tokens(),
                 stop=tuple(split.runtime.stop) or prompting.stops,
             )
-            stream = engine.submit(request)
-        except BaseException:
-            lease.release()
-            raise
-        return Prepared(
-            model=loaded.name,
-            created_at=timestamp(),
-            started=started,
-            load_seconds=load_seconds,
-            lease=lease,
-            stream=stream,
-            prompt_tokens=tokens,
-            tools=tool_support,
-        )
+            return Prepared([request], OllamaRun(tokens, tool_support))
+
+        return await self.lifecycle.start(model, prepare, overrides=split.load, keep_alive=seconds)
 
     # ---- /api/chat --------------------------------------------------------------------------
 
-    async def prepare_chat(self, body: ChatRequest) -> Prepared:
+    async def prepare_chat(self, body: ChatRequest) -> Run[OllamaRun]:
         """Raises every 4xx/5xx before the first byte: unknown model, bad options, long prompt."""
         if body.think:
             raise UnsupportedFeature(f"'{body.model}' does not support thinking", param="think")
@@ -161,7 +131,7 @@ class OllamaGeneration:
         def render(prompting: ModelPrompting, template: Any, tools: ToolSupport | None) -> str:
             return prompting.render_chat(template, messages, tools)
 
-        return await self._submit(
+        return await self._start(
             body.model,
             render,
             body.options,
@@ -171,60 +141,26 @@ class OllamaGeneration:
             tool_choice=body.tool_choice,
         )
 
-    async def chat_once(self, prep: Prepared) -> ChatResponse:
-        text, last = await _collect(prep)
-        calls: list[ToolCall] = []
-        if prep.tools is not None:
-            text, calls = prep.tools.parse(text)
+    async def chat_once(self, run: Run[OllamaRun]) -> ChatResponse:
+        result = await _result(run)
+        text, calls = result.text, list[ToolCall]()
+        if run.info.tools is not None:
+            text, calls = run.info.tools.parse(text)
         return ChatResponse(
-            model=prep.model,
+            model=run.model,
             created_at=timestamp(),
             message=OutMessage(content=text, tool_calls=calls or None),
             done=True,
-            done_reason=last.finish_reason or "stop",
-            **prep.timings(last.usage),
+            done_reason=result.finish_reason or "stop",
+            **_timings(run, result.usage),
         )
 
-    async def chat_stream(self, prep: Prepared) -> AsyncIterator[str]:
-        piece = SpliceTemplate(
-            ChatResponse(
-                model=prep.model,
-                created_at=prep.created_at,
-                message=OutMessage(content=SpliceTemplate.marker()),
-                done=False,
-            )
-        )
-        buffered: list[str] = []  # with tools the text is held back: it may be a call
-        try:
-            async for event in prep.stream:
-                if event.text:
-                    if prep.tools is not None:
-                        buffered.append(event.text)
-                    else:
-                        yield piece.render(event.text)
-                if event.finish_reason is not None:
-                    calls: list[ToolCall] = []
-                    if prep.tools is not None:
-                        text, calls = prep.tools.parse("".join(buffered))
-                        if text:
-                            yield piece.render(text)
-                    final = ChatResponse(
-                        model=prep.model,
-                        created_at=timestamp(),
-                        message=OutMessage(content="", tool_calls=calls or None),
-                        done=True,
-                        done_reason=event.finish_reason,
-                        **prep.timings(event.usage),
-                    )
-                    yield final.model_dump_json(exclude_none=True)
-        except GGUFServeError as exc:
-            yield _error_line(exc)
-        finally:
-            await prep.close()
+    def chat_stream(self, run: Run[OllamaRun]) -> AsyncIterator[str]:
+        return run.stream(_chat_lines(run), _error_line)
 
     # ---- /api/generate ----------------------------------------------------------------------
 
-    async def prepare_generate(self, body: GenerateRequest) -> Prepared:
+    async def prepare_generate(self, body: GenerateRequest) -> Run[OllamaRun]:
         if body.think:
             raise UnsupportedFeature(f"'{body.model}' does not support thinking", param="think")
         if body.images:
@@ -241,64 +177,90 @@ class OllamaGeneration:
                 raw=body.raw,
             )
 
-        return await self._submit(
+        return await self._start(
             body.model, render, body.options, body.keep_alive, body.format, context=body.context
         )
 
-    async def generate_once(self, prep: Prepared) -> GenerateResponse:
-        text, last = await _collect(prep)
+    async def generate_once(self, run: Run[OllamaRun]) -> GenerateResponse:
+        result = await _result(run)
         return GenerateResponse(
-            model=prep.model,
+            model=run.model,
             created_at=timestamp(),
-            response=text,
+            response=result.text,
             done=True,
-            done_reason=last.finish_reason or "stop",
-            context=[*prep.prompt_tokens, *last.completion_ids],
-            **prep.timings(last.usage),
+            done_reason=result.finish_reason or "stop",
+            context=[*run.info.prompt_tokens, *result.completion_ids],
+            **_timings(run, result.usage),
         )
 
-    async def generate_stream(self, prep: Prepared) -> AsyncIterator[str]:
-        piece = SpliceTemplate(
-            GenerateResponse(
-                model=prep.model,
-                created_at=prep.created_at,
-                response=SpliceTemplate.marker(),
-                done=False,
+    def generate_stream(self, run: Run[OllamaRun]) -> AsyncIterator[str]:
+        return run.stream(_generate_lines(run), _error_line)
+
+
+async def _chat_lines(run: Run[OllamaRun]) -> AsyncIterator[str]:
+    tools = run.info.tools
+    piece = SpliceTemplate(
+        ChatResponse(
+            model=run.model,
+            created_at=run.info.created_at,
+            message=OutMessage(content=SpliceTemplate.marker()),
+            done=False,
+        )
+    )
+    buffered: list[str] = []  # with tools the text is held back: it may be a call
+    async for _, event in run.events():
+        if event.text:
+            if tools is not None:
+                buffered.append(event.text)
+            else:
+                yield piece.render(event.text)
+        if event.finish_reason is not None:
+            calls: list[ToolCall] = []
+            if tools is not None:
+                text, calls = tools.parse("".join(buffered))
+                if text:
+                    yield piece.render(text)
+            final = ChatResponse(
+                model=run.model,
+                created_at=timestamp(),
+                message=OutMessage(content="", tool_calls=calls or None),
+                done=True,
+                done_reason=event.finish_reason,
+                **_timings(run, event.usage),
             )
+            yield final.model_dump_json(exclude_none=True)
+
+
+async def _generate_lines(run: Run[OllamaRun]) -> AsyncIterator[str]:
+    piece = SpliceTemplate(
+        GenerateResponse(
+            model=run.model,
+            created_at=run.info.created_at,
+            response=SpliceTemplate.marker(),
+            done=False,
         )
-        try:
-            async for event in prep.stream:
-                if event.text:
-                    yield piece.render(event.text)
-                if event.finish_reason is not None:
-                    final = GenerateResponse(
-                        model=prep.model,
-                        created_at=timestamp(),
-                        response="",
-                        done=True,
-                        done_reason=event.finish_reason,
-                        context=[*prep.prompt_tokens, *event.completion_ids],
-                        **prep.timings(event.usage),
-                    )
-                    yield final.model_dump_json(exclude_none=True)
-        except GGUFServeError as exc:
-            yield _error_line(exc)
-        finally:
-            await prep.close()
+    )
+    async for _, event in run.events():
+        if event.text:
+            yield piece.render(event.text)
+        if event.finish_reason is not None:
+            final = GenerateResponse(
+                model=run.model,
+                created_at=timestamp(),
+                response="",
+                done=True,
+                done_reason=event.finish_reason,
+                context=[*run.info.prompt_tokens, *event.completion_ids],
+                **_timings(run, event.usage),
+            )
+            yield final.model_dump_json(exclude_none=True)
 
 
-async def _collect(prep: Prepared) -> tuple[str, GenerationEvent]:
-    parts: list[str] = []
-    last: GenerationEvent | None = None
-    try:
-        async for event in prep.stream:
-            parts.append(event.text)
-            last = event
-    finally:
-        await prep.close()
-    if last is None:
+async def _result(run: Run[OllamaRun]) -> Collected:
+    (result,) = await run.results()
+    if result.finish_reason is None:
         raise InvalidRequest("generation produced no result")
-    return "".join(parts), last
+    return result
 
 
 def _error_line(exc: GGUFServeError) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from server.api.lifecycle import Lifecycle, Prepared, Run
 from server.api.openai.completion_inputs import prompt_text, prompt_tokens, samples_per_prompt
 from server.api.openai.completions_protocol import Completion, CompletionChoice, CompletionRequest
 from server.api.openai.errors import error_json
@@ -13,46 +14,52 @@ from server.api.openai.fields import COMPLETIONS_REJECTED, check_extra_fields
 from server.api.openai.logprobs import legacy_logprobs
 from server.api.openai.params import FINGERPRINT, new_id, sampling_from, usage_of
 from server.api.openai.protocol import CompletionUsage, now
-from server.api.streams import Collected, collect, merge_streams, submit_all
-from server.engine.types import GenerationRequest, GenerationStream, TokenLogprob, Usage
-from server.errors import GGUFServeError
-from server.scheduler import Lease, ModelManager
+from server.api.streams import Collected
+from server.engine.types import GenerationRequest, TokenLogprob, Usage
+from server.scheduler import LoadedModel
 
 
 @dataclass
-class PreparedCompletion:
-    """Queued work for one request: stream k is sample k % per_prompt of prompt k // per_prompt."""
+class CompletionRun:
+    """What the encoders need: stream k is sample k % per_prompt of prompt k // per_prompt."""
 
-    id: str
-    created: int
-    model: str
-    lease: Lease
-    streams: list[GenerationStream]
-    prompt_texts: list[str]
-    prompt_counts: list[int]
     body: CompletionRequest
     per_prompt: int
+    prompt_texts: list[str]
+    prompt_counts: list[int]
+    id: str = field(default_factory=lambda: new_id("cmpl"))
+    created: int = field(default_factory=now)
 
-    async def close(self) -> None:
-        for stream in self.streams:
-            await stream.aclose()
-        self.lease.release()
+    @property
+    def n_choices(self) -> int:
+        return len(self.prompt_texts) * self.per_prompt
+
+    def chunk(
+        self, model: str, choices: list[CompletionChoice], usage: CompletionUsage | None = None
+    ) -> Completion:
+        return Completion(
+            id=self.id,
+            created=self.created,
+            model=model,
+            system_fingerprint=FINGERPRINT,
+            choices=choices,
+            usage=usage,
+        )
 
 
 class CompletionService:
-    """Runs /v1/completions against the models the manager loads."""
+    """/v1/completions: prepares the engine requests and encodes the answer (SSE or one body)."""
 
-    def __init__(self, manager: ModelManager, default_model: str) -> None:
-        self.manager = manager
-        self.default_model = default_model
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
 
-    async def prepare(self, body: CompletionRequest) -> PreparedCompletion:
+    async def prepare(self, body: CompletionRequest) -> Run[CompletionRun]:
         """Validate, tokenize and queue every prompt's samples; raises before any byte is sent."""
         check_extra_fields(body, COMPLETIONS_REJECTED, "completions")
         per_prompt = samples_per_prompt(body)
-        lease = await self.manager.acquire(body.model or self.default_model)
-        try:
-            engine = lease.model.engine
+
+        async def prepare(model: LoadedModel) -> Prepared[CompletionRun]:
+            engine = model.engine
             prompts = await asyncio.to_thread(prompt_tokens, engine, body)
             requests = [
                 GenerationRequest(
@@ -66,90 +73,59 @@ class CompletionService:
                 for tokens in prompts
                 for j in range(per_prompt)
             ]
-            streams = [] if body.max_tokens == 0 else await submit_all(engine, requests)
             texts = [prompt_text(engine, body, i, tokens) for i, tokens in enumerate(prompts)]
-        except BaseException:
-            lease.release()
-            raise
-        return PreparedCompletion(
-            id=new_id("cmpl"),
-            created=now(),
-            model=lease.model.name,
-            lease=lease,
-            streams=streams,
-            prompt_texts=texts,
-            prompt_counts=[len(t) for t in prompts],
-            body=body,
-            per_prompt=per_prompt,
-        )
+            info = CompletionRun(body, per_prompt, texts, [len(t) for t in prompts])
+            return Prepared([] if body.max_tokens == 0 else requests, info)
 
-    async def complete(self, prep: PreparedCompletion) -> Completion:
-        body = prep.body
-        try:
-            results = list(await asyncio.gather(*(collect(s) for s in prep.streams)))
-        finally:
-            await prep.close()
-        if not prep.streams:  # max_tokens 0 with echo: the prompts themselves
-            n = len(prep.prompt_texts) * prep.per_prompt
-            results = [Collected(finish_reason="length") for _ in range(n)]
+        return await self.lifecycle.start(body.model, prepare)
+
+    async def complete(self, run: Run[CompletionRun]) -> Completion:
+        info, body = run.info, run.info.body
+        results = await run.results()
+        if not run.streams:  # max_tokens 0 with echo: the prompts themselves
+            results = [Collected(finish_reason="length") for _ in range(info.n_choices)]
         choices: list[CompletionChoice] = []
-        for p, text in enumerate(prep.prompt_texts):
-            group = results[p * prep.per_prompt : (p + 1) * prep.per_prompt]
+        for p, text in enumerate(info.prompt_texts):
+            group = results[p * info.per_prompt : (p + 1) * info.per_prompt]
             for result in _best(group, body):
                 choices.append(_choice(len(choices), result, text if body.echo else "", body))
-        return Completion(
-            id=prep.id,
-            created=prep.created,
-            model=prep.model,
-            system_fingerprint=FINGERPRINT,
-            choices=choices,
-            usage=usage_of([r.usage for r in results], prep.prompt_counts),
-        )
+        usage = usage_of([r.usage for r in results], info.prompt_counts)
+        return info.chunk(run.model, choices, usage)
 
-    async def stream(self, prep: PreparedCompletion) -> AsyncIterator[str]:
+    def stream(self, run: Run[CompletionRun]) -> AsyncIterator[str]:
         """SSE payloads: echoed prompts, text deltas, finish chunks, usage, [DONE]."""
-        body = prep.body
-        usages: list[Usage | None] = [None] * len(prep.streams)
-        offsets = [0] * len(prep.prompt_texts) * prep.per_prompt
+        return run.stream(_chunks(run), error_json)
 
-        def chunk(choices: list[CompletionChoice], usage: CompletionUsage | None = None) -> str:
-            return Completion(
-                id=prep.id,
-                created=prep.created,
-                model=prep.model,
-                system_fingerprint=FINGERPRINT,
-                choices=choices,
-                usage=usage,
-            ).model_dump_json()
 
-        n_choices = len(prep.prompt_texts) * prep.per_prompt
-        try:
-            if body.echo:
-                for k in range(n_choices):
-                    text = prep.prompt_texts[k // prep.per_prompt]
-                    offsets[k] = len(text)
-                    yield chunk([CompletionChoice(text=text, index=k)])
-            if not prep.streams:  # max_tokens 0 with echo: nothing to generate
-                for k in range(n_choices):
-                    yield chunk([CompletionChoice(text="", index=k, finish_reason="length")])
-            async for k, event in merge_streams(prep.streams):
-                logprobs = None
-                if body.logprobs is not None and event.logprobs:
-                    logprobs = legacy_logprobs(event.logprobs, body.logprobs, offsets[k])
-                    offsets[k] += sum(len(e.token) for e in event.logprobs)
-                if event.text or logprobs is not None:
-                    yield chunk([CompletionChoice(text=event.text, index=k, logprobs=logprobs)])
-                if event.finish_reason is not None:
-                    usages[k] = event.usage
-                    choice = CompletionChoice(text="", index=k, finish_reason=event.finish_reason)
-                    yield chunk([choice])
-            if body.include_usage:
-                yield chunk([], usage=usage_of(usages, prep.prompt_counts))
-            yield "[DONE]"
-        except GGUFServeError as exc:
-            yield error_json(exc)
-        finally:
-            await prep.close()
+async def _chunks(run: Run[CompletionRun]) -> AsyncIterator[str]:
+    info, body = run.info, run.info.body
+    usages: list[Usage | None] = [None] * len(run.streams)
+    offsets = [0] * info.n_choices
+
+    def chunk(choices: list[CompletionChoice], usage: CompletionUsage | None = None) -> str:
+        return info.chunk(run.model, choices, usage).model_dump_json()
+
+    if body.echo:
+        for k in range(info.n_choices):
+            text = info.prompt_texts[k // info.per_prompt]
+            offsets[k] = len(text)
+            yield chunk([CompletionChoice(text=text, index=k)])
+    if not run.streams:  # max_tokens 0 with echo: nothing to generate
+        for k in range(info.n_choices):
+            yield chunk([CompletionChoice(text="", index=k, finish_reason="length")])
+    async for k, event in run.events():
+        logprobs = None
+        if body.logprobs is not None and event.logprobs:
+            logprobs = legacy_logprobs(event.logprobs, body.logprobs, offsets[k])
+            offsets[k] += sum(len(e.token) for e in event.logprobs)
+        if event.text or logprobs is not None:
+            yield chunk([CompletionChoice(text=event.text, index=k, logprobs=logprobs)])
+        if event.finish_reason is not None:
+            usages[k] = event.usage
+            yield chunk([CompletionChoice(text="", index=k, finish_reason=event.finish_reason)])
+    if body.include_usage:
+        yield chunk([], usage=usage_of(usages, info.prompt_counts))
+    yield "[DONE]"
 
 
 def _ranking(body: CompletionRequest) -> int | None:

@@ -7,6 +7,7 @@ import base64
 
 import numpy as np
 
+from server.api.lifecycle import Lifecycle
 from server.api.openai.embeddings_protocol import (
     Embedding,
     EmbeddingList,
@@ -16,22 +17,19 @@ from server.api.openai.embeddings_protocol import (
 from server.api.openai.fields import EMBEDDINGS_REJECTED, check_extra_fields
 from server.engine.types import Engine
 from server.errors import InvalidRequest, UnsupportedFeature
-from server.scheduler import ModelManager
 
 
 class EmbeddingService:
     """Runs /v1/embeddings on the model's embedding context (see engine/embeddings.py)."""
 
-    def __init__(self, manager: ModelManager, default_model: str) -> None:
-        self.manager = manager
-        self.default_model = default_model
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
 
     async def embed(self, body: EmbeddingRequest) -> EmbeddingList:
         """Raises InvalidRequest / UnsupportedFeature naming the field, ContextLengthExceeded
         for an input longer than the model's context."""
         check_extra_fields(body, EMBEDDINGS_REJECTED, "embeddings")
-        lease = await self.manager.acquire(body.model or self.default_model)
-        try:
+        async with self.lifecycle.hold(body.model) as (lease, _):
             engine = lease.model.engine
             if body.dimensions is not None and body.dimensions != engine.n_embd:
                 raise UnsupportedFeature(
@@ -41,8 +39,6 @@ class EmbeddingService:
                 )
             inputs = await asyncio.to_thread(_input_tokens, engine, body)
             vectors = await engine.embed(inputs)
-        finally:
-            lease.release()
         n_tokens = sum(len(t) for t in inputs)
         return EmbeddingList(
             data=[

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from server.errors import PullError
-from server.registry.partial import PartialBlob, partial_key
+from server.registry.blob_writer import BlobWriter, partial_key
 from server.registry.sources.base import ProgressCallback, PullProgress
 from server.registry.sources.transport import check_url
 
@@ -98,37 +98,37 @@ class Downloader:
         def waiting() -> None:
             progress(PullProgress(job.status, 0, job.size, job.digest))
 
-        with PartialBlob(
-            blobs_dir, key, expected=job.digest, size=job.size, on_wait=waiting
+        with BlobWriter(
+            blobs_dir, expected=job.digest, size=job.size, resume_key=key, on_wait=waiting
         ) as part:
             if part.present and job.digest is not None and part.final_path is not None:
                 progress(PullProgress(job.status, job.size, job.size, job.digest))
                 return FetchedBlob(job.digest, part.final_path.stat().st_size, part.final_path)
-            if part.offset and job.digest is None and job.if_range is None:
+            if part.written and job.digest is None and job.if_range is None:
                 part.restart()  # nothing can tell us the remote file is still the same one
             self._transfer(part, job, progress)
             digest = part.verify()
             if validate is not None:
                 try:
-                    validate(part.path)
+                    validate(part.partial_path)
                 except BaseException:
                     part.discard()
                     raise
-            size = part.offset
-            return FetchedBlob(digest, size, part.commit(digest))
+            size = part.written
+            return FetchedBlob(digest, size, part.commit())
 
-    def _transfer(self, part: PartialBlob, job: BlobFetch, progress: ProgressCallback) -> None:
+    def _transfer(self, part: BlobWriter, job: BlobFetch, progress: ProgressCallback) -> None:
         failures = 0
         while True:
-            if part.size is not None and part.offset == part.size:
+            if part.size is not None and part.written == part.size:
                 return
             headers = {"Accept-Encoding": "identity", **job.headers}  # the bytes as stored
-            if part.offset:
-                headers["Range"] = f"bytes={part.offset}-"
+            if part.written:
+                headers["Range"] = f"bytes={part.written}-"
                 if job.if_range is not None:
                     headers["If-Range"] = job.if_range
-                log.info("resuming %s at byte %d", job.label, part.offset)
-            progress(PullProgress(job.status, part.offset, part.size, job.digest))
+                log.info("resuming %s at byte %d", job.label, part.written)
+            progress(PullProgress(job.status, part.written, part.size, job.digest))
             try:
                 with self.client.stream("GET", job.url, headers=headers) as response:
                     if self._consume(response, part, job, progress):
@@ -140,13 +140,13 @@ class Downloader:
                 if failures > self.retries:
                     total = f" of {part.size}" if part.size is not None else ""
                     raise PullError(
-                        f"download of {job.label} failed after {part.offset}{total} bytes "
+                        f"download of {job.label} failed after {part.written}{total} bytes "
                         f"({reason}); pull again to resume"
                     ) from None
                 log.warning(
                     "download of %s interrupted at byte %d (%s); retrying",
                     job.label,
-                    part.offset,
+                    part.written,
                     reason,
                 )
                 time.sleep(self.backoff * failures)
@@ -154,7 +154,7 @@ class Downloader:
     def _consume(
         self,
         response: httpx.Response,
-        part: PartialBlob,
+        part: BlobWriter,
         job: BlobFetch,
         progress: ProgressCallback,
     ) -> bool:
@@ -163,16 +163,16 @@ class Downloader:
         status = response.status_code
         if status == 206:
             match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
-            if match is None or int(match.group(1)) != part.offset:
+            if match is None or int(match.group(1)) != part.written:
                 part.restart()
                 raise _Retry("the server answered a different range; starting over")
         elif status == 200:
-            if part.offset:
+            if part.written:
                 log.info("the server sent the whole of %s; starting over", job.label)
                 part.restart()
         elif status == 416:
             whole = _UNSATISFIED_RANGE.match(response.headers.get("Content-Range", ""))
-            if whole is not None and int(whole.group(1)) == part.offset and part.offset:
+            if whole is not None and int(whole.group(1)) == part.written and part.written:
                 return True  # an earlier attempt already received every byte
             part.restart()
             raise _Retry("the server refused the range; starting over")
@@ -183,11 +183,11 @@ class Downloader:
         length = response.headers.get("Content-Length")
         total = part.size
         if total is None and length is not None and length.isdigit():
-            total = part.offset + int(length)
+            total = part.written + int(length)
         for chunk in response.iter_bytes(_CHUNK):
             part.write(chunk)  # raises ChecksumMismatch if more bytes come than expected
-            progress(PullProgress(job.status, part.offset, total, job.digest))
-        return part.size is None or part.offset == part.size
+            progress(PullProgress(job.status, part.written, total, job.digest))
+        return part.size is None or part.written == part.size
 
 
 def _status_message(status: int, job: BlobFetch) -> str:

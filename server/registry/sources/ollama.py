@@ -31,6 +31,7 @@ from server.registry.sources.gguf_blobs import fetch_gguf
 from server.registry.sources.transport import check_url, new_client, scheme_for
 from server.registry.store import ModelRecord, Store
 from server.registry.tags import ModelName
+from server.validation import describe
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,9 @@ class OllamaRegistrySource:
             try:
                 manifest = Manifest.model_validate_json(raw)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
                 raise PullError(
                     f"the registry sent an invalid manifest for '{self.name}' "
-                    f"({where}: {first['msg']})"
+                    f"({describe(exc.errors(), first=True)})"
                 ) from None
             if not manifest.model_layers:
                 raise PullError(f"the manifest of '{self.name}' has no model layer")

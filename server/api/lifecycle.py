@@ -1,0 +1,169 @@
+"""One generating request's life: resolve -> lease -> prepare -> submit -> stream -> release.
+
+OpenAI chat and completions and Ollama chat and generate all run through `Lifecycle.start` and
+the `Run` it returns; an API only says how to turn its request into engine requests for the
+loaded model (its `prepare`) and how to encode the events (its encoder, streamed through
+`Run.stream` or collected with `Run.results`). What a request costs and how it ends (time to
+load, queue time, time to first token, tokens, status) is therefore seen in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from server.api.streams import Collected, collect, merge_streams, submit_all
+from server.engine.types import Engine, GenerationEvent, GenerationRequest, GenerationStream
+from server.errors import GGUFServeError
+from server.scheduler import Lease, LoadedModel, ModelManager
+
+T = TypeVar("T")
+
+_LONG_PROMPT_CHARS = 8192  # tokenize longer prompts off the event loop
+
+
+async def tokenize(engine: Engine, text: str) -> list[int]:
+    """The prompt's token ids (special-token text parsed), off the event loop when long."""
+    if len(text) > _LONG_PROMPT_CHARS:
+        return await asyncio.to_thread(engine.tokenize, text)
+    return engine.tokenize(text)
+
+
+@dataclass
+class Prepared(Generic[T]):
+    """An API's engine requests for the loaded model, and what its encoder needs later.
+
+    `grammar_param` names the request field a grammar came from, for the 400 when llama.cpp
+    rejects it.
+    """
+
+    requests: list[GenerationRequest]
+    info: T
+    grammar_param: str = "grammar"
+
+
+Prepare = Callable[[LoadedModel], Awaitable[Prepared[T]]]
+
+
+@dataclass(eq=False)
+class Run(Generic[T]):
+    """A submitted request: its hold on the model, one engine stream per choice, its clock."""
+
+    model: str  # the loaded model's name, as answers report it
+    lease: Lease
+    streams: list[GenerationStream]
+    info: T
+    started: float  # perf_counter() when the request arrived
+    load_seconds: float  # resolving and (if needed) loading the model
+    _closed: bool = False
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    async def events(self) -> AsyncIterator[tuple[int, GenerationEvent]]:
+        """(choice index, event) as the engine produces them; the run is released at the end."""
+        try:
+            async for item in merge_streams(self.streams):
+                yield item
+        finally:
+            await self.close()
+
+    async def stream(
+        self, lines: AsyncIterator[str], error: Callable[[GGUFServeError], str]
+    ) -> AsyncIterator[str]:
+        """A streamed body: the encoder's `lines`, then an in-band error line for a failure after
+        the status was sent; the run is released however the stream ends (disconnects too)."""
+        try:
+            async for line in lines:
+                yield line
+        except GGUFServeError as exc:
+            yield error(exc)
+        finally:
+            await self.close()
+
+    async def results(self) -> list[Collected]:
+        """Every choice run to its end (a non-stream answer); the run is released afterwards."""
+        try:
+            return list(await asyncio.gather(*(collect(s) for s in self.streams)))
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Cancel what still runs and let the model go (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for stream in self.streams:
+                await stream.aclose()
+        finally:
+            self.lease.release()
+
+
+class Lifecycle:
+    """Leases models from the manager and runs generation requests on them."""
+
+    def __init__(self, manager: ModelManager, default_model: str) -> None:
+        self.manager = manager
+        self.default_model = default_model
+
+    @asynccontextmanager
+    async def hold(
+        self,
+        model: str | None,
+        *,
+        overrides: dict[str, Any] | None = None,
+        keep_alive: float | None = None,
+    ) -> AsyncIterator[tuple[Lease, float]]:
+        """(lease, seconds it took to get it) on `model` (the default when None) for the block.
+
+        Raises ModelNotFound, InvalidName, InvalidRequest (load options), ModelLoadError.
+        """
+        started = time.perf_counter()
+        lease = await self.manager.acquire(
+            model or self.default_model, overrides=overrides, keep_alive=keep_alive
+        )
+        try:
+            yield lease, time.perf_counter() - started
+        finally:
+            lease.release()
+
+    async def start(
+        self,
+        model: str | None,
+        prepare: Prepare[T],
+        *,
+        overrides: dict[str, Any] | None = None,
+        keep_alive: float | None = None,
+    ) -> Run[T]:
+        """Lease `model`, let `prepare` render and tokenize for it, and queue its requests.
+
+        Every 4xx/5xx is raised here, before a byte of the answer is sent: the model's lookup
+        and load, the prompt, the context length, a full queue, a grammar llama.cpp rejects.
+        """
+        started = time.perf_counter()
+        lease = await self.manager.acquire(
+            model or self.default_model, overrides=overrides, keep_alive=keep_alive
+        )
+        load_seconds = time.perf_counter() - started
+        try:
+            prepared = await prepare(lease.model)
+            streams = await submit_all(
+                lease.model.engine, prepared.requests, grammar_param=prepared.grammar_param
+            )
+        except BaseException:
+            lease.release()
+            raise
+        return Run(
+            model=lease.model.name,
+            lease=lease,
+            streams=streams,
+            info=prepared.info,
+            started=started,
+            load_seconds=load_seconds,
+        )
