@@ -579,3 +579,14 @@ def test_adopt_file_moves_a_file_in_without_copying(tmp_home: Path, make_gguf: M
         assert not made.exists()
     assert record.model_path.stat().st_ino == inode
     assert record.config.file_type == "Q8_0"
+
+
+def test_writing_a_blob_that_is_already_stored_reports_its_size(tmp_path: Path) -> None:
+    for _ in range(2):
+        with BlobWriter(tmp_path) as writer:
+            writer.write(b"same bytes")
+        assert (writer.digest, writer.written) == (
+            "sha256:" + hashlib.sha256(b"same bytes").hexdigest(),
+            10,
+        )
+    assert [p.name for p in tmp_path.iterdir()] == [writer.path.name]
