@@ -431,6 +431,9 @@ class BatchEngine:
             text = text_stream.push(self.tokenizer.piece(token))
             if text_stream.stopped:
                 finish = "stop"
+            elif job.watch is not None and text and job.watch.complete(text):
+                finish = "stop"  # e.g. the tool calls are complete: nothing more is wanted
+                text += text_stream.flush()
             elif (req.max_tokens is not None and slot.generated >= req.max_tokens) or len(
                 slot.tokens
             ) + 1 >= self._n_ctx_slot:
