@@ -38,7 +38,7 @@ SYNTAX = ("<tool_call>", "</tool_call>", '"arguments"', "{", "}")
 
 @pytest.fixture(scope="module")
 def client(base_url: str) -> OpenAI:
-    return OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=120)
+    return OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=300)
 
 
 def assert_only_calls(content: str | None, calls: list[tuple[str, str]]) -> None:
