@@ -118,11 +118,13 @@ def create_app(
         manager = ModelManager(settings, registry, engine_factory)
         app.state.manager = manager
         lifecycle = app.state.lifecycle = Lifecycle(manager, settings.default_model)
-        app.state.chat_service = ChatService(lifecycle)
+        app.state.chat_service = ChatService(lifecycle, max_tool_calls=settings.max_tool_calls)
         app.state.completion_service = CompletionService(lifecycle)
         app.state.embedding_service = EmbeddingService(lifecycle)
         app.state.models_service = ModelsService(registry)
-        app.state.ollama_generation = OllamaGeneration(lifecycle)
+        app.state.ollama_generation = OllamaGeneration(
+            lifecycle, max_tool_calls=settings.max_tool_calls
+        )
         app.state.ollama_models = OllamaModels(registry, manager)
         app.state.ollama_embeddings = OllamaEmbeddings(lifecycle)
         app.state.ready = asyncio.Event()

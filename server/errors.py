@@ -62,8 +62,10 @@ class InvalidLoadOptions(InvalidRequest):
 
 
 class ModelLoadError(GGUFServeError):
-    """llama.cpp failed to load a model that passed validation."""
+    """llama.cpp cannot load the model: the model's fault, neither the client's nor a
+    transient one, so it is answered with a status clients do not retry (422)."""
 
+    type = "model_error"
     code = "model_load_failed"
 
 

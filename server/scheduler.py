@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from server.chat.template import ChatTemplate
 from server.engine.options import LoadOptions
-from server.errors import InvalidRequest
+from server.errors import GGUFServeError, InvalidRequest, ModelLoadError
 from server.validation import describe
 
 if TYPE_CHECKING:
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 EngineFactory = Callable[["ResolvedModel", LoadOptions], tuple["Engine", ChatTemplate]]
+# What can be checked about a model before anything is unloaded to make room for it.
+LoadCheck = Callable[["ResolvedModel"], None]
 
 
 @dataclass(eq=False)
@@ -96,15 +98,34 @@ def default_engine_factory(settings: Settings) -> EngineFactory:
     return make
 
 
+def default_load_check(resolved: ResolvedModel) -> None:
+    """llama.cpp's own checks without loading the weights (engine.loader.check_loadable)."""
+    from server.engine.loader import check_loadable
+
+    check_loadable(resolved.path)
+
+
 class ModelManager:
-    """Loads models on demand (one load per model at a time) and unloads idle ones."""
+    """Loads models on demand (one load per model at a time) and unloads idle ones.
+
+    A load that cannot succeed should cost nothing: the model is checked before anything is
+    unloaded for it, and when its load fails anyway the models unloaded for it are loaded
+    again before the error is reported.
+    """
 
     def __init__(
-        self, settings: Settings, registry: Registry, factory: EngineFactory | None = None
+        self,
+        settings: Settings,
+        registry: Registry,
+        factory: EngineFactory | None = None,
+        *,
+        check: LoadCheck | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self._factory = factory or default_engine_factory(settings)
+        # The real check only makes sense for the real engine; a test factory brings its own.
+        self._check = check or (default_load_check if factory is None else None)
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = asyncio.Lock()
         self._idle = asyncio.Condition()
@@ -145,29 +166,74 @@ class ModelManager:
             current = self._loaded.get(resolved.name)
             if current is not None and current.options == options:
                 return current  # another request loaded it while we waited
-            if current is not None:
-                await self._wait_idle(current)
-                await self._unload(current)
-            while len(self._loaded) >= self.settings.max_loaded_models:
-                idle = [m for m in self._loaded.values() if m.refs == 0]
-                if idle:
-                    await self._unload(min(idle, key=lambda m: m.last_used))
-                    continue
-                async with self._idle:
-                    await self._idle.wait()
-            started = time.perf_counter()
+            if self._check is not None:
+                await asyncio.to_thread(self._checked, resolved)
+            evicted = await self._make_room(resolved)
+            try:
+                return await self._start(resolved, options)
+            except Exception:
+                await self._restore(evicted)
+                raise
+
+    def _checked(self, resolved: ResolvedModel) -> None:
+        """Raises ModelLoadError naming the model when the check refuses it."""
+        assert self._check is not None
+        try:
+            self._check(resolved)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"cannot load '{resolved.name}': {exc.message}") from None
+
+    async def _make_room(self, resolved: ResolvedModel) -> list[LoadedModel]:
+        """Unload what must go for `resolved` to load (its own other-options copy, the least
+        recently used idle models beyond max_loaded_models); returns what was unloaded."""
+        evicted = []
+        current = self._loaded.get(resolved.name)
+        if current is not None:
+            await self._wait_idle(current)
+            await self._unload(current)
+            evicted.append(current)
+        while len(self._loaded) >= self.settings.max_loaded_models:
+            idle = [m for m in self._loaded.values() if m.refs == 0]
+            if idle:
+                victim = min(idle, key=lambda m: m.last_used)
+                await self._unload(victim)
+                evicted.append(victim)
+                continue
+            async with self._idle:
+                await self._idle.wait()
+        return evicted
+
+    async def _start(self, resolved: ResolvedModel, options: LoadOptions) -> LoadedModel:
+        """Load and register `resolved`. Raises ModelLoadError naming it, InvalidLoadOptions."""
+        started = time.perf_counter()
+        try:
             engine, template = await asyncio.to_thread(self._factory, resolved, options)
-            model = LoadedModel(
-                name=resolved.name,
-                resolved=resolved,
-                engine=engine,
-                template=template,
-                options=options,
-                load_seconds=time.perf_counter() - started,
-                keep_alive=self.settings.keep_alive,
-            )
-            self._loaded[resolved.name] = model
-            return model
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"cannot load '{resolved.name}': {exc.message}") from None
+        model = LoadedModel(
+            name=resolved.name,
+            resolved=resolved,
+            engine=engine,
+            template=template,
+            options=options,
+            load_seconds=time.perf_counter() - started,
+            keep_alive=self.settings.keep_alive,
+        )
+        self._loaded[resolved.name] = model
+        return model
+
+    async def _restore(self, evicted: list[LoadedModel]) -> None:
+        """Load again what was unloaded for a load that failed, so it keeps serving."""
+        for old in evicted:
+            try:
+                model = await self._start(old.resolved, old.options)
+            except GGUFServeError as exc:
+                logger.error("could not load %s again: %s", old.name, exc.message)
+                continue
+            model.keep_alive = old.keep_alive
+            logger.info("%s is loaded again after a failed load", old.name)
+            if model.refs == 0:
+                self._schedule_expiry(model, asyncio.get_running_loop())
 
     async def _wait_idle(self, model: LoadedModel) -> None:
         async with self._idle:

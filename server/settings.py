@@ -125,6 +125,13 @@ class Settings(BaseSettings):
         64, ge=0, le=100_000, description="Requests waiting per model beyond busy slots."
     )
     max_loaded_models: int = Field(1, ge=1, le=64, description="Models kept loaded at once.")
+    max_tool_calls: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Most tool calls in one answer with parallel calls on; generation also ends "
+        "at the first call that repeats an earlier one.",
+    )
     keep_alive: float = Field(
         300.0, description="Idle seconds before a model unloads ('5m'; <0 = never)."
     )

@@ -31,6 +31,7 @@ class FakeStream:
         self._finish = "length" if limit < len(words) else "stop"
         self._i = 0
         self._text = ""
+        self._watch = request.watch() if request.watch is not None else None
 
     def __aiter__(self) -> FakeStream:
         return self
@@ -50,6 +51,9 @@ class FakeStream:
                 cut = (self._text + piece).index(stop)
                 return self._final("stop", (self._text + piece)[len(self._text) : cut])
         self._text += piece
+        if self._watch is not None and self._watch.complete(piece):  # as the real engine does
+            produced, self._i = self._i, len(self._tokens) + 1
+            return self._final("stop", piece, produced)
         return GenerationEvent(text=piece, logprobs=self._logprobs(piece))
 
     def _logprobs(self, piece: str) -> tuple[TokenLogprob, ...]:
@@ -59,8 +63,9 @@ class FakeStream:
         top = tuple((piece + str(k), -1.0 - k, raw) for k in range(self.request.logprobs))
         return (TokenLogprob(token=piece, logprob=-0.5, bytes=raw, top=top),)
 
-    def _final(self, reason: str, text: str = "") -> GenerationEvent:
-        usage = Usage(prompt_tokens=len(self.request.prompt_tokens), completion_tokens=self._i - 1)
+    def _final(self, reason: str, text: str = "", produced: int | None = None) -> GenerationEvent:
+        generated = self._i - 1 if produced is None else produced
+        usage = Usage(prompt_tokens=len(self.request.prompt_tokens), completion_tokens=generated)
         return GenerationEvent(text=text, finish_reason=reason, usage=usage)  # type: ignore[arg-type]
 
     async def aclose(self) -> None:

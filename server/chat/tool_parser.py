@@ -3,6 +3,11 @@
 The grammar forces the format's exact layout after its trigger, so parsing is literal
 matching plus a small JSON scanner that finds where the arguments object ends. Text that
 does not follow the layout (no grammar was applied) stays content.
+
+The grammar and this parser agree on one detail of JSON: every value the schema converter
+writes ends in its `space` rule (one optional blank), the arguments object included, so a call
+is `open NAME middle ARGS[ ]close`. The parser skips exactly that blank; anything else
+between the arguments and the close is off the layout.
 """
 
 from __future__ import annotations
@@ -35,7 +40,17 @@ class CallArguments:
     text: str
 
 
-ToolEvent = Content | CallStart | CallArguments
+@dataclass(frozen=True, slots=True)
+class CallEnd:
+    """The call's close was read: its arguments are complete."""
+
+    index: int
+
+
+ToolEvent = Content | CallStart | CallArguments | CallEnd
+
+# What the schema converter's `space` rule lets a JSON value end with (see the module docstring).
+VALUE_TRAILER = " "
 
 
 @dataclass(slots=True)
@@ -61,6 +76,7 @@ class ToolCallParser:
     _depth: int = 0
     _in_string: bool = False
     _escape: bool = False
+    _trailed: bool = False  # the blank after the arguments was read
 
     def feed(self, text: str) -> list[ToolEvent]:
         """Events for the text so far; text that may still turn into a call is held back."""
@@ -73,9 +89,13 @@ class ToolCallParser:
         return out
 
     def finish(self) -> list[ToolEvent]:
-        """Flush at the end of generation: held-back text that never became a call is content."""
+        """Flush at the end of generation: held-back text that never became a call is content.
+
+        A separator held after a call (the start of another call that never came) is call
+        syntax, not content, and is dropped.
+        """
         out: list[ToolEvent] = []
-        if self._state in (_TEXT, _AFTER, _PLAIN) and self._buf:
+        if self._state in (_TEXT, _PLAIN) and self._buf:
             out.append(Content(self._buf))
         self._buf = ""
         return out
@@ -101,8 +121,12 @@ class ToolCallParser:
         if state == _ARGS:
             return self._scan_args(out)
         if state == _CLOSE:
+            if not self._trailed and buf.startswith(VALUE_TRAILER):
+                self._buf = buf[len(VALUE_TRAILER) :]
+                self._trailed = True
             if self._expect(fmt.call_close, _AFTER, out):
                 self.calls[-1].complete = True
+                out.append(CallEnd(len(self.calls) - 1))
                 return True
             return False
         if state == _AFTER:
@@ -190,7 +214,7 @@ class ToolCallParser:
         self._buf = "" if end < 0 else buf[end:]
         if end < 0:
             return False
-        self._state = _CLOSE
+        self._state, self._trailed = _CLOSE, False
         return True
 
 

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from server.chat.template import ChatTemplate
+from server.chat.tool_calls import CallReader, CallWatch, read_calls
 from server.chat.tool_format import HERMES, ToolFormat, format_for_template
+from server.chat.tool_parser import ParsedToolCall
 from server.engine.grammar import GrammarBuilder, literal
 from server.errors import InvalidRequest
 
@@ -63,6 +65,19 @@ class ToolPlan:
     native: bool  # the model's own template renders the tools
     grammar: str
     triggers: tuple[str, ...]  # lazy-grammar trigger patterns; empty = the grammar applies at once
+    max_calls: int = 1  # calls one answer may hold (the grammar allows no more)
+
+    def reader(self) -> CallReader:
+        """A reader of this plan's answers: content and distinct calls, as clients get them."""
+        return CallReader(self.fmt, self.max_calls)
+
+    def read(self, text: str) -> tuple[str, list[ParsedToolCall]]:
+        """The content and the distinct calls of a whole answer."""
+        return read_calls(text, self.fmt, self.max_calls)
+
+    def watch(self) -> CallWatch:
+        """The engine's stop check for this plan: generation ends once the calls are complete."""
+        return CallWatch(self.fmt, self.max_calls)
 
 
 def plan_tools(
@@ -71,12 +86,14 @@ def plan_tools(
     template: ChatTemplate,
     *,
     parallel: bool = True,
+    max_calls: int = 16,
     content_schema: dict[str, Any] | None = None,
     param: str = "tools",
     content_param: str = "response_format",
 ) -> ToolPlan | None:
     """The plan for `tools` under `choice`; None when no call can happen (no tools, `none`).
 
+    With `parallel` an answer may hold up to `max_calls` calls, else one.
     `content_schema` (a response format) makes `auto` a choice between a call and content valid
     against it, decided by one grammar instead of a lazy trigger. `param` / `content_param` name
     the request fields that errors point at.
@@ -98,7 +115,8 @@ def plan_tools(
     native = template.supports_tools
     fmt = format_for_template(template.source, native)
     builder = GrammarBuilder()
-    calls = _calls_rule(builder, allowed, fmt, parallel=parallel and fmt.parallel, param=param)
+    limit = max(1, max_calls) if parallel and fmt.parallel else 1
+    calls = _calls_rule(builder, allowed, fmt, max_calls=limit, param=param)
     triggers: tuple[str, ...] = ()
     if choice.mode == "required":
         root = calls
@@ -114,6 +132,7 @@ def plan_tools(
         native=native,
         grammar=builder.build(root),
         triggers=triggers,
+        max_calls=limit,
     )
 
 
@@ -122,9 +141,11 @@ def _calls_rule(
     allowed: list[tuple[int, Tool]],
     fmt: ToolFormat,
     *,
-    parallel: bool,
+    max_calls: int,
     param: str,
 ) -> str:
+    """`calls`: one to `max_calls` calls; each call's arguments end in the converter's optional
+    blank before the close (tool_parser reads exactly that layout)."""
     alternatives = []
     for i, tool in allowed:
         schema = tool.parameters or {"type": "object"}
@@ -134,7 +155,8 @@ def _calls_rule(
             builder.add_rule(f"call-{i}", f"{head} {args} {literal(fmt.call_close)}")
         )
     builder.add_rule("call", " | ".join(alternatives))
-    body = f"call ({literal(fmt.separator)} call)*" if parallel else "call"
+    more = max_calls - 1
+    body = f"call ({literal(fmt.separator)} call){{0,{more}}}" if more else "call"
     return builder.add_rule("calls", body)
 
 

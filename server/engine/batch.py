@@ -130,7 +130,8 @@ class BatchEngine:
         return GenerationStreamImpl(self, job)
 
     def cancel(self, job: Job) -> None:
-        """Mark `job` cancelled; the worker frees its slot and KV at its next step."""
+        """Mark `job` cancelled; the worker frees its slot at its next step (keeping the KV it
+        evaluated as the slot's reusable prefix)."""
         with self._cv:
             job.cancelled = True
             self._cv.notify()
@@ -294,7 +295,10 @@ class BatchEngine:
                 job.sampler.free()
         for slot in self._slots:
             if slot.job is not None and slot.job.cancelled:
-                self._release(slot, clear_kv=True)
+                # A stopped answer keeps what the slot evaluated (prompt and generated tokens,
+                # all in the KV cache: `tokens` mirrors it) as its reusable prefix, exactly as a
+                # finished one does: the next turn of that conversation starts from there.
+                self._release(slot, clear_kv=False)
 
     def _admit(self) -> None:
         while self._pending:
@@ -303,11 +307,7 @@ class BatchEngine:
                 return
             job = self._pending.popleft()
             prompt = job.req.prompt_tokens
-            best, best_lcp = free[0], -1
-            for slot in free:
-                lcp = common_prefix(slot.tokens, prompt)
-                if lcp > best_lcp or (lcp == best_lcp and slot.last_used < best.last_used):
-                    best, best_lcp = slot, lcp
+            best, best_lcp = _choose_slot(free, prompt)
             reuse = min(best_lcp, len(prompt) - 1)  # evaluate at least one token for logits
             if reuse < len(best.tokens) and not llama_cpp.llama_memory_seq_rm(
                 self._mem, best.id, reuse, -1
@@ -431,6 +431,9 @@ class BatchEngine:
             text = text_stream.push(self.tokenizer.piece(token))
             if text_stream.stopped:
                 finish = "stop"
+            elif job.watch is not None and text and job.watch.complete(text):
+                finish = "stop"  # e.g. the tool calls are complete: nothing more is wanted
+                text += text_stream.flush()
             elif (req.max_tokens is not None and slot.generated >= req.max_tokens) or len(
                 slot.tokens
             ) + 1 >= self._n_ctx_slot:
@@ -460,3 +463,19 @@ class BatchEngine:
             logprobs=lps,
             completion_ids=tuple(generated),
         )
+
+
+def _choose_slot(free: list[Slot], prompt: list[int]) -> tuple[Slot, int]:
+    """The free slot for `prompt` and how many of its cached tokens the prompt shares.
+
+    The slot whose cache the prompt continues most, if it continues at least half of that
+    cache (llama-server's slot-similarity rule); otherwise the least recently used slot, so a
+    short shared start (a chat template's first tokens) does not throw away another
+    conversation's cache while an older or empty slot is free.
+    """
+    shared = [(common_prefix(slot.tokens, prompt), slot) for slot in free]
+    lcp, best = max(shared, key=lambda item: (item[0], -item[1].last_used))
+    if lcp and 2 * lcp >= len(best.tokens):
+        return best, lcp
+    lru = min(free, key=lambda slot: slot.last_used)
+    return lru, next(n for n, slot in shared if slot is lru)

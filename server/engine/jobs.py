@@ -12,7 +12,7 @@ from typing import Protocol
 
 from server.engine.sampling import Sampler
 from server.engine.textstream import TextStream
-from server.engine.types import GenerationEvent, GenerationRequest
+from server.engine.types import GenerationEvent, GenerationRequest, OutputWatch
 
 Item = GenerationEvent | BaseException
 
@@ -33,6 +33,7 @@ class Job:
         "t_admit",
         "t_first",
         "t_submit",
+        "watch",
     )
 
     def __init__(
@@ -46,6 +47,7 @@ class Job:
         self.t_submit = time.perf_counter()
         self.t_admit = 0.0
         self.t_first = 0.0
+        self.watch: OutputWatch | None = req.watch() if req.watch is not None else None
 
 
 class Slot:

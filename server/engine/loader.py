@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import threading
@@ -12,11 +11,11 @@ from typing import Any
 
 import llama_cpp
 
+from server.engine import llama_log
 from server.engine.options import CACHE_TYPES, UNQUANTIZED_CACHE_TYPES, LoadOptions
 from server.errors import InvalidLoadOptions, ModelLoadError
 
 logger = logging.getLogger(__name__)
-_llama_logger = logging.getLogger("server.engine.llama_cpp")
 
 # ggml_type ids; BF16 (30) is missing from llama_cpp's Python constants.
 GGML_TYPES: dict[str, int] = {
@@ -37,30 +36,15 @@ _FLASH_ATTN = {
     "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
     "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
 }
-# ggml_log_level: 1 debug, 2 info (chatty load details: kept at DEBUG), 3 warn, 4 error, 5 cont.
-_GGML_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
-_last_level = [logging.DEBUG]
-
 _backend_lock = threading.Lock()
 _backend_ready = False
-
-
-@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
-def _route_llama_log(level: int, text: bytes, _user: ctypes.c_void_p) -> None:
-    """Send llama.cpp's log lines to Python logging instead of stderr."""
-    py_level = _last_level[0] if level == 5 else _GGML_LEVELS.get(level, logging.DEBUG)
-    _last_level[0] = py_level
-    if text and _llama_logger.isEnabledFor(py_level):
-        message = text.decode("utf-8", errors="replace").rstrip("\n")
-        if message:
-            _llama_logger.log(py_level, "%s", message)
 
 
 def _ensure_backend() -> None:
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
-            llama_cpp.llama_log_set(_route_llama_log, ctypes.c_void_p(0))
+            llama_log.install()
             llama_cpp.llama_backend_init()
             _backend_ready = True
 
@@ -114,6 +98,29 @@ def cache_type_id(name: str) -> int:
         ) from None
 
 
+def check_loadable(path: Path) -> None:
+    """Everything llama.cpp checks before it reads the weights: the header, that it knows the
+    architecture, the hyper-parameters it requires, the vocabulary, every tensor's presence and
+    shape. A `no_alloc` load (llama.cpp's memory-fit pass): nothing is allocated or read, so
+    nothing has to make room for it.
+
+    Raises ModelLoadError with llama.cpp's reason.
+    """
+    _ensure_backend()
+    params = llama_cpp.llama_model_default_params()
+    params.no_alloc = True
+    params.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE  # a no_alloc load maps nothing
+    with llama_log.capture() as log:
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise ModelLoadError(f"llama.cpp refuses it: {_reason(log)}")
+    llama_cpp.llama_model_free(model)
+
+
+def _reason(log: llama_log.CapturedLog) -> str:
+    return log.reason() or "llama.cpp logged no reason"
+
+
 class LlamaHandles:
     """Owns a llama_model and one llama_context built from effective LoadOptions."""
 
@@ -134,9 +141,10 @@ class LlamaHandles:
                 if options.use_mlock
                 else llama_cpp.LLAMA_LOAD_MODE_NONE
             )
-        model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
+        with llama_log.capture() as log:
+            model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
         if not model:
-            raise ModelLoadError(f"llama.cpp could not load {path.name}")
+            raise ModelLoadError(f"llama.cpp could not load it: {_reason(log)}")
         self.model = model
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         cparams = llama_cpp.llama_context_default_params()
@@ -154,13 +162,14 @@ class LlamaHandles:
         cparams.embeddings = embeddings
         if embeddings:
             cparams.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED
-        ctx = llama_cpp.llama_init_from_model(model, cparams)
+        with llama_log.capture() as log:
+            ctx = llama_cpp.llama_init_from_model(model, cparams)
         if not ctx:
             llama_cpp.llama_model_free(model)
             raise ModelLoadError(
-                f"llama.cpp could not create a context for {path.name} "
-                f"(n_ctx={cparams.n_ctx}, type_k={options.type_k}, type_v={options.type_v}, "
-                f"flash_attn={options.flash_attn}); see the log for the reason"
+                f"llama.cpp could not create its context (n_ctx={cparams.n_ctx}, "
+                f"type_k={options.type_k}, type_v={options.type_v}, "
+                f"flash_attn={options.flash_attn}): {_reason(log)}"
             )
         self.ctx = ctx
         self.memory = llama_cpp.llama_get_memory(ctx)

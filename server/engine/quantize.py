@@ -16,7 +16,8 @@ from pathlib import Path
 
 import llama_cpp
 
-from server.engine.loader import _ensure_backend, _route_llama_log
+from server.engine.llama_log import route as _route_llama_log
+from server.engine.loader import _ensure_backend
 from server.errors import GGUFServeError, InvalidRequest
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ These are not wire schemas; routes convert between the two.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -34,6 +34,14 @@ class SamplingParams:
     grammar_triggers: tuple[str, ...] = ()
 
 
+class OutputWatch(Protocol):
+    """Reads a request's text as it is generated and says when the answer is complete (e.g. its
+    tool calls are done), so generation ends there with finish "stop". Runs on the engine's
+    worker thread, once per text piece: it must be quick and never block."""
+
+    def complete(self, text: str) -> bool: ...
+
+
 @dataclass(slots=True)
 class GenerationRequest:
     """One completion to run: token ids in, text out."""
@@ -44,6 +52,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     logprobs: int | None = None  # None: off; N: also return the top-N alternatives
     ignore_eos: bool = False  # keep generating past end-of-generation tokens (benchmarks)
+    watch: Callable[[], OutputWatch] | None = None  # makes this request's watch when it starts
 
 
 @dataclass(frozen=True, slots=True)

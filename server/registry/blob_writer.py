@@ -192,7 +192,7 @@ class BlobWriter:
         final = blob_path(self._dir, self.verify())
         if final.exists():  # the same content is already stored (content addressing)
             log.debug("blob %s already present", final.name)
-            self.discard()
+            self._unlink_partial()
         else:
             os.chmod(self.partial_path, FILE_MODE)  # mkstemp makes 0600; blobs are world-readable
             os.replace(self.partial_path, final)
@@ -202,9 +202,7 @@ class BlobWriter:
 
     def discard(self) -> None:
         """Delete the partial file (safe: it is private, or the lock on it is ours)."""
-        if self._partial is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self._partial.unlink()
+        self._unlink_partial()
         self._finished = True
         self._hash = hashlib.sha256()
         self.written = 0
@@ -214,6 +212,11 @@ class BlobWriter:
     @property
     def _label(self) -> str:
         return self.expected or (self._partial.name if self._partial else "the blob")
+
+    def _unlink_partial(self) -> None:
+        if self._partial is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._partial.unlink()
 
     def _handle(self) -> BinaryIO:
         if self._file is None:

@@ -56,17 +56,19 @@ class GGUFInfo(BaseModel):
     array_lengths: dict[str, int]
 
 
-def read_gguf_info(path: str | Path) -> GGUFInfo:
-    """Read the header of `path` without loading weights.
+def read_gguf_info(path: str | Path, *, label: str | Path | None = None) -> GGUFInfo:
+    """Read the header of `path` without loading weights; errors name the file `label` (the
+    user's own path when `path` is the store's copy of it), else `path`.
 
     Raises InvalidModelFile when the file is missing, unreadable, not GGUF, of an unsupported
     GGUF version, truncated, or holds no model.
     """
     file = Path(path)
-    reader, size = _open_reader(file)
+    shown = label or file
+    reader, size = _open_reader(file, shown)
     if not reader.tensors:
-        raise InvalidModelFile(f"{file} holds no tensors (a vocabulary-only file?)")
-    return _summarise(file, reader, list(reader.tensors), size)
+        raise InvalidModelFile(f"{shown} holds no tensors (a vocabulary-only file?)")
+    return _summarise(shown, reader, list(reader.tensors), size)
 
 
 def read_split_gguf_info(paths: Sequence[str | Path]) -> GGUFInfo:
@@ -94,30 +96,34 @@ def read_split_gguf_info(paths: Sequence[str | Path]) -> GGUFInfo:
     return _summarise(files[0], first, tensors, sum(size for _, size in opened))
 
 
-def _open_reader(file: Path) -> tuple[gguf.GGUFReader, int]:
-    """A reader over `file` after our own header checks, and the file size.
+def _open_reader(file: Path, shown: str | Path | None = None) -> tuple[gguf.GGUFReader, int]:
+    """A reader over `file` after our own header checks, and the file size; errors name the
+    file `shown` (default: `file`).
 
     Raises InvalidModelFile.
     """
-    size = check_header(file)
+    size = check_header(file, label=shown)
+    file_shown = shown or file
     try:
         reader = gguf.GGUFReader(file)
     except Exception as exc:  # the reader fails in many ways on bad input; all mean the same
         raise InvalidModelFile(
-            f"{file} is truncated or corrupt ({size} bytes); "
+            f"{file_shown} is truncated or corrupt ({size} bytes); "
             f"reading its header failed: {_one_line(exc)}"
         ) from exc
     if reader.tensors:
         data_end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
         if data_end > size:
             raise InvalidModelFile(
-                f"{file} is truncated: its tensors end at byte {data_end} "
+                f"{file_shown} is truncated: its tensors end at byte {data_end} "
                 f"but the file has {size} bytes"
             )
     return reader, size
 
 
-def _summarise(file: Path, reader: gguf.GGUFReader, tensors: list[Any], size: int) -> GGUFInfo:
+def _summarise(
+    file: str | Path, reader: gguf.GGUFReader, tensors: list[Any], size: int
+) -> GGUFInfo:
     """GGUFInfo from the metadata of `reader` and the given tensors. Raises InvalidModelFile."""
     metadata, array_lengths = _metadata(reader)
     arch = metadata.get("general.architecture")
@@ -151,18 +157,19 @@ def _summarise(file: Path, reader: gguf.GGUFReader, tensors: list[Any], size: in
     )
 
 
-def check_header(path: str | Path) -> int:
+def check_header(path: str | Path, *, label: str | Path | None = None) -> int:
     """Check the magic bytes, version and counts of a GGUF file by hand; return its size.
+    Errors name the file `label` (default: `path`).
 
     Cheap (reads 24 bytes). Raises InvalidModelFile.
     """
-    file = Path(path)
     try:
-        size = file.stat().st_size
-        with file.open("rb") as handle:
+        size = Path(path).stat().st_size
+        with Path(path).open("rb") as handle:
             head = handle.read(_HEADER.size)
     except OSError as exc:
-        raise InvalidModelFile(f"cannot read {file}: {exc.strerror or exc}") from exc
+        raise InvalidModelFile(f"cannot read {label or path}: {exc.strerror or exc}") from exc
+    file = label or path
     if size == 0:
         raise InvalidModelFile(f"{file} is empty")
     if head[:4] != _MAGIC:

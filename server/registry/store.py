@@ -230,7 +230,7 @@ class Store:
             while chunk := handle.read(_COPY_CHUNK):
                 writer.write(chunk)
             writer.verify()
-            info = read_gguf_info(writer.partial_path)
+            info = read_gguf_info(writer.partial_path, label=file)  # errors name the user's file
         layer = Layer.model_validate(
             {
                 "mediaType": layer_media_type("model"),

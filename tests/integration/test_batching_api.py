@@ -141,6 +141,54 @@ def test_second_turn_reports_cached_tokens(base_url: str) -> None:
     assert cached < second.usage.prompt_tokens
 
 
+def long_history() -> list[dict[str, str]]:
+    """A conversation of about a thousand tokens."""
+    facts = [
+        f"Fact {i}: the {colour} lighthouse on island {i} was painted in {1900 + 7 * i} "
+        f"by a keeper who kept {i + 2} cats and a logbook of every storm."
+        for i, colour in enumerate(["red", "blue", "green", "white", "black", "grey"] * 4)
+    ]
+    history: list[dict[str, str]] = []
+    for i in range(0, len(facts), 4):
+        history.append({"role": "user", "content": "Remember these: " + " ".join(facts[i : i + 4])})
+        history.append({"role": "assistant", "content": "Noted, I will remember them."})
+    history.append({"role": "user", "content": "Now tell me a long story about the keepers."})
+    return history
+
+
+def test_next_turn_after_a_stopped_answer_reuses_the_history(server: RunningServer) -> None:
+    """A Stop button (the client closes the stream after the first token) keeps the slot's
+    cache: the next turn of the conversation pays only for what is new."""
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0, timeout=120)
+    history = long_history()
+    stream = client.chat.completions.create(
+        model=DEFAULT_MODEL, messages=history, stream=True, temperature=0, max_tokens=400
+    )  # type: ignore[call-overload]
+    partial = ""
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            partial = chunk.choices[0].delta.content
+            break
+    stream.close()
+    deadline = time.monotonic() + 30
+    while any(s["state"] != "idle" for s in server.slots()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(s["state"] == "idle" for s in server.slots())
+    nxt = [
+        *history,
+        {"role": "assistant", "content": partial},
+        {"role": "user", "content": "Go on."},
+    ]
+    second = client.chat.completions.create(
+        model=DEFAULT_MODEL, messages=nxt, temperature=0, max_tokens=4
+    )  # type: ignore[arg-type]
+    assert second.usage is not None
+    prompt = second.usage.prompt_tokens
+    cached = second.usage.prompt_tokens_details.cached_tokens  # type: ignore[union-attr]
+    assert prompt > 900
+    assert cached >= prompt - 40, (cached, prompt)  # all but the new turn's few tokens
+
+
 def test_non_ascii_stream_is_valid_utf8_and_equals_non_stream(server: RunningServer) -> None:
     body = {
         "model": DEFAULT_MODEL,

@@ -155,24 +155,32 @@ def test_prefix_reuse_reports_cached_tokens_for_the_next_turn(engine: BatchEngin
     assert usage(last2).cached_tokens < len(second.prompt_tokens)
 
 
-def test_cancel_mid_stream_frees_the_slot_and_its_kv(engine: BatchEngine) -> None:
+def test_cancel_mid_stream_frees_the_slot_and_keeps_what_it_evaluated(
+    engine: BatchEngine,
+) -> None:
     async def main() -> None:
-        stream = engine.submit(request(engine, "Write a long story about dragons.", max_tokens=500))
+        story = request(engine, "Write a long story about dragons.", max_tokens=500)
+        stream = engine.submit(story)
         got = 0
         async for _event in stream:
             got += 1
             if got == 3:
                 break
         await stream.aclose()
-        deadline = time.monotonic() + 1.0
+        deadline = time.monotonic() + 30  # freed at the next step; loose for a loaded machine
         # polling the operator view (slot state) is exactly what this test checks
         while any(s.state != "idle" for s in engine.slots()) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         assert all(s.state == "idle" for s in engine.slots())
-        assert await engine.kv_state_bytes() > 0  # other slots keep their cache ...
-        started = time.monotonic()
+        kept = max(s.kv_tokens for s in engine.slots())
+        assert kept >= len(story.prompt_tokens) + 2  # the prompt and the tokens it generated
         text, _ = await run(engine, request(engine, "Say yes.", max_tokens=4))
-        assert text and time.monotonic() - started < 2.0
+        assert text
+        # the stopped conversation's next turn starts from its cache, as after a finished one
+        _, last = await run(
+            engine, request(engine, "Write a long story about dragons.", max_tokens=2)
+        )
+        assert usage(last).cached_tokens == len(story.prompt_tokens) - 1
 
     asyncio.run(main())
 
@@ -183,16 +191,20 @@ def test_cancel_during_prompt_evaluation(default_model_path: Path) -> None:
 
         async def main() -> None:
             long_prompt = CHAT.format(" ".join(f"word{i}" for i in range(400)))
-            stream = eng.submit(GenerationRequest(eng.tokenize(long_prompt), max_tokens=8))
+            tokens = eng.tokenize(long_prompt)
+            stream = eng.submit(GenerationRequest(tokens, max_tokens=8))
             await asyncio.sleep(0.05)  # inside the chunked prefill (32 tokens a step)
             assert eng.slots()[0].state == "prompt"
             await stream.aclose()
-            deadline = time.monotonic() + 1.0
+            deadline = time.monotonic() + 30  # freed at the next step; loose for a loaded machine
             # polling the operator view (slot state) is exactly what this test checks
             while eng.slots()[0].state != "idle" and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
             assert eng.slots()[0].state == "idle"
-            assert eng.slots()[0].kv_tokens == 0
+            kept = eng.slots()[0].kv_tokens
+            assert 0 < kept < len(tokens)  # the chunks evaluated before the stop stay cached
+            _, last = await run(eng, GenerationRequest(tokens, max_tokens=1))
+            assert usage(last).cached_tokens == kept
 
         asyncio.run(main())
     finally:

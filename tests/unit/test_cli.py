@@ -136,6 +136,18 @@ def test_import_of_a_bad_file(
     assert err.startswith(f"gguf-serve: error: {junk} is not a GGUF file")
 
 
+def test_import_of_a_corrupt_gguf_names_the_users_file(
+    capsys: pytest.CaptureFixture[str], tmp_home: Path, tmp_path: Path, make_gguf: MakeGGUF
+) -> None:
+    data = make_gguf().read_bytes()
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(data[:24] + b"\xff" * (len(data) - 24))  # a header, then garbage
+    code, _, err = run(capsys, "import", str(corrupt), "bad", "--home", str(tmp_home))
+    assert code == 1
+    assert err.startswith(f"gguf-serve: error: {corrupt} is truncated or corrupt"), err
+    assert "partial" not in err
+
+
 def test_invalid_setting_in_a_real_process(tmp_home: Path) -> None:
     env = {**os.environ, "GGUF_SERVE_PORT": "99999", "GGUF_SERVE_HOME": str(tmp_home)}
     done = subprocess.run(

@@ -11,6 +11,7 @@ import pytest
 
 from server.chat.template import ChatTemplate
 from server.engine.options import LoadOptions
+from server.errors import ModelLoadError
 from server.registry import Registry, ResolvedModel
 from server.scheduler import ModelManager
 from server.settings import load_settings
@@ -157,5 +158,89 @@ def test_unknown_model_and_bad_overrides(registry: Registry) -> None:
             await mm.acquire("gamma:1b")
         with pytest.raises(InvalidRequest):
             await mm.acquire("alpha:1b", overrides={"n_parallel": 0})
+
+    asyncio.run(main())
+
+
+class FailingFactory(CountingFactory):
+    """Loads fail for the names in `broken`, as llama.cpp refusing a model would."""
+
+    def __init__(self, broken: set[str]) -> None:
+        super().__init__(delay=0)
+        self.broken = broken
+
+    def __call__(
+        self, resolved: ResolvedModel, options: LoadOptions
+    ) -> tuple[FakeEngine, ChatTemplate]:
+        if resolved.name in self.broken:
+            raise ModelLoadError("llama.cpp could not load it: missing tensor 'x'")
+        return super().__call__(resolved, options)
+
+
+def test_a_model_its_check_refuses_unloads_nothing(registry: Registry) -> None:
+    factory = CountingFactory(delay=0)
+    checked: list[str] = []
+
+    def check(resolved: ResolvedModel) -> None:
+        checked.append(resolved.name)
+        if resolved.name == "beta:1b":
+            raise ModelLoadError("llama.cpp refuses it: key not found in model: x")
+
+    async def main() -> None:
+        s = load_settings(home=registry.settings.home, max_loaded_models=1)
+        mm = ModelManager(s, registry, factory, check=check)  # type: ignore[arg-type]
+        (await mm.acquire("alpha:1b")).release()
+        alpha = mm.loaded()[0]
+        with pytest.raises(ModelLoadError) as caught:
+            await mm.acquire("beta:1b")
+        assert caught.value.message == (
+            "cannot load 'beta:1b': llama.cpp refuses it: key not found in model: x"
+        )
+        assert mm.loaded() == [alpha] and not factory.engines[0].closed
+        assert checked == ["alpha:1b", "beta:1b"] and len(factory.loads) == 1
+        await mm.close()
+
+    asyncio.run(main())
+
+
+def test_a_failed_load_brings_back_the_model_it_unloaded(registry: Registry) -> None:
+    factory = FailingFactory(broken={"beta:1b"})
+
+    async def main() -> None:
+        mm = manager(registry, factory, max_loaded_models=1, keep_alive="1h")
+        (await mm.acquire("alpha:1b", keep_alive=600)).release()
+        with pytest.raises(ModelLoadError, match=r"^cannot load 'beta:1b': llama\.cpp could not"):
+            await mm.acquire("beta:1b")
+        [alpha] = mm.loaded()
+        assert alpha.name == "alpha:1b" and alpha.keep_alive == 600
+        assert factory.engines[0].closed and not factory.engines[1].closed  # loaded again
+        assert alpha.expires_at is not None
+        lease = await mm.acquire("alpha:1b")  # serving: no further load
+        assert lease.model is alpha and len(factory.loads) == 2
+        lease.release()
+        await mm.close()
+
+    asyncio.run(main())
+
+
+def test_a_failed_reload_with_new_options_brings_back_the_old_ones(registry: Registry) -> None:
+    class Picky(CountingFactory):
+        def __call__(
+            self, resolved: ResolvedModel, options: LoadOptions
+        ) -> tuple[FakeEngine, ChatTemplate]:
+            if options.n_ctx == 1024:
+                raise ModelLoadError("llama.cpp could not create its context")
+            return super().__call__(resolved, options)
+
+    factory = Picky(delay=0)
+
+    async def main() -> None:
+        mm = manager(registry, factory)
+        (await mm.acquire("alpha:1b")).release()
+        with pytest.raises(ModelLoadError):
+            await mm.acquire("alpha:1b", overrides={"n_ctx": 1024})
+        [alpha] = mm.loaded()
+        assert alpha.options.n_ctx == load_settings().load.n_ctx
+        await mm.close()
 
     asyncio.run(main())

@@ -229,14 +229,17 @@ def test_import_refuses_non_gguf_and_leaves_nothing(tmp_home: Path, tmp_path: Pa
     assert files_under(tmp_home) == []
 
 
-def test_import_refuses_truncated_and_leaves_nothing(
-    tmp_home: Path, make_gguf: MakeGGUF, tmp_path: Path
+@pytest.mark.parametrize("fraction", [0.05, 0.3, 0.66, 0.95])
+def test_import_refuses_truncated_names_the_users_file_and_leaves_nothing(
+    tmp_home: Path, make_gguf: MakeGGUF, tmp_path: Path, fraction: float
 ) -> None:
     data = make_gguf().read_bytes()
     cut = tmp_path / "cut.gguf"
-    cut.write_bytes(data[: len(data) * 2 // 3])
-    with pytest.raises(InvalidModelFile, match="truncated"):
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(InvalidModelFile) as caught:
         Store(tmp_home).import_file(cut, "cut")
+    assert caught.value.message.startswith(f"{cut} is truncated")
+    assert "partial" not in caught.value.message and str(tmp_home) not in caught.value.message
     assert files_under(tmp_home) == []
 
 
@@ -579,3 +582,14 @@ def test_adopt_file_moves_a_file_in_without_copying(tmp_home: Path, make_gguf: M
         assert not made.exists()
     assert record.model_path.stat().st_ino == inode
     assert record.config.file_type == "Q8_0"
+
+
+def test_writing_a_blob_that_is_already_stored_reports_its_size(tmp_path: Path) -> None:
+    for _ in range(2):
+        with BlobWriter(tmp_path) as writer:
+            writer.write(b"same bytes")
+        assert (writer.digest, writer.written) == (
+            "sha256:" + hashlib.sha256(b"same bytes").hexdigest(),
+            10,
+        )
+    assert [p.name for p in tmp_path.iterdir()] == [writer.path.name]

@@ -116,12 +116,15 @@ def split_options(
 ) -> SplitOptions:
     """Separate load-time from run-time options; defaults < the model's parameters < request.
 
+    A null option is unset (clients built on pydantic models send every option they know).
     Raises InvalidRequest for a bad value, UnsupportedFeature for mirostat.
     """
     load: dict[str, Any] = {}
     runtime: dict[str, Any] = dict(OLLAMA_DEFAULTS)
     for source in (model_params or {}, options or {}):
         for key, value in source.items():
+            if value is None:  # `"temperature": null` means unset, as in Ollama
+                continue
             if key in LOAD_OPTIONS:
                 if source is options:
                     load[LOAD_OPTIONS[key]] = value

@@ -11,7 +11,6 @@ from typing import Any
 from server.api.ollama.protocol import Message, ToolCall, ToolCallFunction
 from server.chat.gotemplate import GoTemplate
 from server.chat.template import ChatTemplate
-from server.chat.tool_parser import parse_tool_calls
 from server.chat.tools import Tool, ToolChoice, ToolPlan, plan_tools, render_chat
 from server.engine import grammar
 from server.errors import InvalidRequest
@@ -49,7 +48,7 @@ class ToolSupport:
         return self.plan.triggers
 
     def parse(self, text: str) -> tuple[str, list[ToolCall]]:
-        content, calls = parse_tool_calls(text, self.plan.fmt)
+        content, calls = self.plan.read(text)
         return content, [
             ToolCall(function=ToolCallFunction(name=c.name, arguments=_as_dict(c.arguments)))
             for c in calls
@@ -175,6 +174,8 @@ class ModelPrompting:
         template: ChatTemplate,
         fmt: Any,
         choice: str | dict[str, Any] = "auto",
+        *,
+        max_calls: int,
     ) -> ToolSupport | None:
         """The tool plan for this request (`auto`: the model chooses between text and calls).
 
@@ -184,7 +185,13 @@ class ModelPrompting:
         if not tools:
             return None
         schema = fmt if isinstance(fmt, dict) else None
-        plan = plan_tools(_tools_of(tools), _choice_of(choice), template, content_schema=schema)
+        plan = plan_tools(
+            _tools_of(tools),
+            _choice_of(choice),
+            template,
+            max_calls=max_calls,
+            content_schema=schema,
+        )
         return ToolSupport(plan) if plan is not None else None
 
 

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Format = Literal["", "json"] | dict[str, Any] | None
 KeepAlive = float | int | str | None
 
 
 class _Request(BaseModel):
-    """Unknown fields are ignored, as Ollama's Go decoder does."""
+    """Unknown fields are ignored and null fields are unset, as Ollama's Go decoder does."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
 
 
 class ToolCallFunction(BaseModel):

@@ -57,8 +57,9 @@ def _timings(run: Run[OllamaRun], usage: Usage | None) -> dict[str, int]:
 class OllamaGeneration:
     """Ollama's chat and generate: prepare the engine request, encode NDJSON or one object."""
 
-    def __init__(self, lifecycle: Lifecycle) -> None:
+    def __init__(self, lifecycle: Lifecycle, *, max_tool_calls: int) -> None:
         self.lifecycle = lifecycle
+        self.max_tool_calls = max_tool_calls
 
     async def load_only(
         self,
@@ -99,7 +100,9 @@ class OllamaGeneration:
         grammar = format_grammar(fmt)
 
         async def prepare(loaded: LoadedModel) -> Prepared[OllamaRun]:
-            tool_support = prompting.tool_support(tools, loaded.template, fmt, tool_choice)
+            tool_support = prompting.tool_support(
+                tools, loaded.template, fmt, tool_choice, max_calls=self.max_tool_calls
+            )
             triggers: tuple[str, ...] = ()
             constraint = grammar
             if tool_support is not None:
@@ -113,6 +116,7 @@ class OllamaGeneration:
                 sampling=split.runtime.sampling(grammar=constraint, triggers=triggers),
                 max_tokens=split.runtime.max_tokens(),
                 stop=tuple(split.runtime.stop) or prompting.stops,
+                watch=tool_support.plan.watch if tool_support is not None else None,
             )
             return Prepared([request], OllamaRun(tokens, tool_support))
 

@@ -52,14 +52,16 @@ def read_chat(body: ChatCompletionRequest) -> ChatInputs:
     )
 
 
-def build_prompt(inputs: ChatInputs, template: ChatTemplate) -> ChatPrompt:
-    """Render for `template` and pick the grammar; raises UnsupportedFeature for a schema the
-    grammar cannot express, InvalidRequest when the template refuses the messages."""
+def build_prompt(inputs: ChatInputs, template: ChatTemplate, *, max_calls: int) -> ChatPrompt:
+    """Render for `template` and pick the grammar (at most `max_calls` parallel tool calls);
+    raises UnsupportedFeature for a schema the grammar cannot express, InvalidRequest when the
+    template refuses the messages."""
     plan = plan_tools(
         inputs.tools,
         inputs.choice,
         template,
         parallel=inputs.parallel,
+        max_calls=max_calls,
         content_schema=inputs.content_schema,
         content_param=_SCHEMA_PARAM,
     )

