@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from server.api.openai.completions_protocol import CompletionRequest
-from server.engine.types import Engine
+from server.engine.types import Engine, check_token_ids
 from server.errors import InvalidRequest, UnsupportedFeature
 
 
@@ -51,12 +51,7 @@ def prompt_tokens(engine: Engine, body: CompletionRequest) -> list[list[int]]:
             tokens = engine.tokenize(item, add_special=suffix is None)
         else:
             tokens = item
-            bad = [t for t in tokens if not 0 <= t < engine.n_vocab]
-            if bad:
-                raise InvalidRequest(
-                    f"token id {bad[0]} is outside the vocabulary (0..{engine.n_vocab - 1})",
-                    param="prompt",
-                )
+            check_token_ids(tokens, engine.n_vocab, param="prompt")
         if suffix is not None and fim is not None:
             pre, suf, mid = fim
             bos = engine.tokenize("", add_special=True)
