@@ -1,0 +1,89 @@
+"""Fuzz every operation of the server's own OpenAPI schema (schemathesis) against a real server
+process with the real default model loaded.
+
+Properties: no 5xx, the process never dies, and every 4xx carries the error body of the API the
+route belongs to (OpenAI's `{"error": {message, type, param, code}}` or Ollama's
+`{"error": "..."}`). Bounded: a few examples per operation, no shrinking, a short context so a
+generated request that passes validation finishes in seconds. `/api/pull` is left out: with no
+network every pull of a generated name is a 502 from the source, which is right, not a defect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, settings
+from schemathesis.checks import not_a_server_error
+
+from server.registry import Registry
+from server.settings import load_settings
+from tests.integration.conftest import DEFAULT_MODEL, RunningServer, start_server
+
+EXAMPLES_PER_OPERATION = 12
+EXCLUDED = ("/api/pull",)
+
+
+@pytest.fixture(scope="module")
+def fuzzed(
+    default_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """Its own store (generated requests copy, create and delete models) and short contexts."""
+    home = tmp_path_factory.mktemp("fuzz-home")
+    Registry(load_settings(home=home)).import_file(default_model_path, DEFAULT_MODEL)
+    srv = start_server(
+        home,
+        tmp_path_factory.mktemp("fuzz-logs"),
+        "--parallel",
+        "2",
+        GGUF_SERVE_LOAD__N_CTX="256",
+        GGUF_SERVE_N_CTX_CAP="256",
+    )
+    yield srv
+    code = srv.proc.poll()
+    srv.stop()
+    assert code is None, f"the server died during the fuzz run:\n{srv.log_tail()}"
+    assert "Traceback" not in srv.log.read_text(errors="replace"), srv.log_tail(80)
+
+
+@pytest.fixture(scope="module")
+def api_schema(fuzzed: RunningServer) -> Any:
+    return schemathesis.openapi.from_url(fuzzed.url + "/openapi.json").exclude(path=list(EXCLUDED))
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+def error_in_api_shape(ctx: Any, response: Any, case: Any) -> bool | None:
+    """Every 4xx is an error body in the shape of its API."""
+    if not 400 <= response.status_code < 500 or case.method.upper() == "HEAD":
+        return None
+    body = response.json()
+    path = str(case.path)
+    if path.startswith("/api/"):
+        assert isinstance(body, dict) and set(body) == {"error"}, body
+        assert isinstance(body["error"], str) and body["error"], body
+    else:
+        assert isinstance(body, dict) and set(body) == {"error"}, body
+        assert set(body["error"]) == {"message", "type", "param", "code"}, body
+        assert body["error"]["message"], body
+    return True
+
+
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES_PER_OPERATION,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+    database=None,
+    derandomize=True,
+)
+def test_every_operation(case: Any, fuzzed: RunningServer) -> None:
+    response = case.call(timeout=60)
+    case.validate_response(response, checks=[not_a_server_error, error_in_api_shape])
+    assert httpx.get(fuzzed.url + "/health", timeout=10).status_code == 200
