@@ -31,6 +31,7 @@ EVIL = "http://evil.example"
 SMALL = {"temperature": 0, "num_predict": 2}
 CHAT = {"model": DEFAULT_MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
 MiB = 1024 * 1024
+GEN = 120  # seconds a short generation may take on a busy CI machine
 
 
 def openai_error(r: httpx.Response | raw_http.RawResponse) -> dict[str, Any]:
@@ -161,7 +162,9 @@ def test_preflight_and_call_from_a_local_origin_are_allowed(
     assert preflight.headers["access-control-allow-origin"] == origin
     assert "POST" in preflight.headers["access-control-allow-methods"]
     assert "content-type" in preflight.headers["access-control-allow-headers"]
-    r = httpx.post(server.url + "/v1/chat/completions", json=CHAT, headers={"Origin": origin})
+    r = httpx.post(
+        server.url + "/v1/chat/completions", json=CHAT, headers={"Origin": origin}, timeout=GEN
+    )
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == origin
 
@@ -186,7 +189,7 @@ def test_same_origin_and_curl_without_content_type_are_served(server: RunningSer
         {"Content-Type": "application/x-www-form-urlencoded"},
         {},
     ):
-        r = httpx.post(server.url + "/api/generate", content=body, headers=headers)
+        r = httpx.post(server.url + "/api/generate", content=body, headers=headers, timeout=GEN)
         assert r.status_code == 200, (headers, r.text)
         assert r.json()["done"] is True
 
@@ -323,7 +326,7 @@ def test_api_key_missing_wrong_right(
 
 def test_open_routes_need_no_key(exposed: RunningServer) -> None:
     assert httpx.get(exposed.url + "/health").status_code == 200
-    assert httpx.get(exposed.url + "/ui").status_code == 404  # no page yet, but not a 401
+    assert httpx.get(exposed.url + "/ui").status_code != 401  # the chat page asks for the key
     preflight = httpx.options(
         exposed.url + "/v1/chat/completions",
         headers={"Origin": LISTED_ORIGIN, "Access-Control-Request-Method": "POST"},
@@ -338,6 +341,7 @@ def test_a_listed_origin_with_a_key_reads_the_answer(exposed: RunningServer) -> 
         exposed.url + "/v1/chat/completions",
         json=CHAT,
         headers={"Origin": LISTED_ORIGIN, **authed()},
+        timeout=GEN,
     )
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == LISTED_ORIGIN
     r = httpx.post(
