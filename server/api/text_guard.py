@@ -16,6 +16,9 @@ from fastapi import Request
 from server.errors import InvalidRequest
 
 _BAD = re.compile("[\x00\ud800-\udfff]")
+# In JSON text a NUL or a surrogate can only be written as an escape (raw control characters
+# are invalid JSON, raw surrogates invalid UTF-8, which the edge refuses).
+_ESCAPES = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
 def _problem(text: str) -> str | None:
@@ -34,14 +37,15 @@ def find_bad_text(value: Any) -> tuple[str, str] | None:
             problem = _problem(item)
             if problem:
                 return where or "body", problem
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                problem = _problem(str(key))
+            continue
+        children = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, child in children:
+            if isinstance(key, str):
+                problem = _problem(key)
                 if problem:
                     return where or "body", problem
+            if isinstance(child, (str, dict, list)):  # numbers, booleans and null are fine
                 stack.append((f"{where}.{key}" if where else str(key), child))
-        elif isinstance(item, list):
-            stack.extend((f"{where}.{i}" if where else str(i), c) for i, c in enumerate(item))
     return None
 
 
@@ -61,8 +65,10 @@ async def reject_untokenizable_text(request: Request) -> None:
     route = request.scope.get("route")
     if getattr(route, "body_field", None) is None:  # no JSON body (a raw upload streams)
         return
+    if not _ESCAPES.search(await request.body()):  # both are cached: FastAPI read and parsed
+        return  # the body already; bad text can only arrive as one of these escapes
     try:
-        body = await request.json()  # cached: FastAPI parsed this body before dependencies
+        body = await request.json()
     except ValueError:
         return  # FastAPI reports invalid JSON itself
     found = find_bad_text(body)
