@@ -15,3 +15,4 @@ MAX_STOP_CHARS = 1024  # characters in one stop sequence
 MAX_GRAMMAR_CHARS = 128 * 1024  # a GBNF grammar sent as text
 MAX_EMBED_INPUTS = 2048  # inputs in one embeddings request (OpenAI's own limit)
 MAX_PROMPTS = 64  # prompts in one legacy completions request
+MAX_SEQUENCES = 64  # prompts x samples (n, best_of) in one request: the default max_queue

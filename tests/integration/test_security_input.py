@@ -109,6 +109,9 @@ def test_openai_embedding_and_prompt_limits(server: RunningServer) -> None:
     assert error["param"] == "input"
     error = openai_400(server, "/v1/completions", {"model": DEFAULT_MODEL, "prompt": ["x"] * 65})
     assert error["param"] == "prompt"
+    body = {"model": DEFAULT_MODEL, "prompt": ["x"] * 40, "n": 2, "max_tokens": 1}
+    error = openai_400(server, "/v1/completions", body)  # 80 sequences: more than ever queued
+    assert error["param"] == "prompt" and "sequences" in error["message"]
 
 
 @pytest.mark.parametrize(
