@@ -7,16 +7,15 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import __version__
 from server.api import system
-from server.api.errors import describe_validation, headers_for, status_for
-from server.api.json_body import AssumeJSONMiddleware
+from server.api.edge import Edge
+from server.api.errors import describe_validation, error_payload, headers_for, status_for
 from server.api.lifecycle import Lifecycle
 from server.api.ollama import routes as ollama_routes
 from server.api.ollama.embed import OllamaEmbeddings
@@ -25,9 +24,9 @@ from server.api.ollama.serving import OllamaGeneration
 from server.api.openai import routes as openai_routes
 from server.api.openai.completions import CompletionService
 from server.api.openai.embeddings import EmbeddingService
-from server.api.openai.errors import error_body
 from server.api.openai.models import ModelsService
 from server.api.openai.serving import ChatService
+from server.api.text_guard import reject_untokenizable_text
 from server.errors import GGUFServeError, ModelNotFound
 from server.registry import Registry
 from server.scheduler import EngineFactory, ModelManager
@@ -36,10 +35,9 @@ from server.settings import Settings
 logger = logging.getLogger(__name__)
 
 _HTTP_TYPES = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error"}
-
-
-def _is_ollama(request: Request) -> bool:
-    return request.url.path.startswith("/api/")
+# Served without an API key: the readiness probe, and the static chat page (it holds no data
+# and asks the user for the key).
+PUBLIC_PATHS = ("/health", "/ui")
 
 
 def _error_response(
@@ -51,8 +49,7 @@ def _error_response(
     code: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, object]
-    body = {"error": message} if _is_ollama(request) else error_body(message, type_, param, code)
+    body = error_payload(request.url.path, message, type_, param, code)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -138,17 +135,15 @@ def create_app(
                 task.cancel()
             await manager.close()
 
-    app = FastAPI(title="gguf-serve", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="gguf-serve",
+        version=__version__,
+        lifespan=lifespan,
+        dependencies=[Depends(reject_untokenizable_text)],
+    )
     app.state.settings = settings
     app.state.registry = registry
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["*"],
-            allow_headers=["*"],
-        )
-    app.add_middleware(AssumeJSONMiddleware)
+    app.add_middleware(Edge, settings=settings, public_paths=PUBLIC_PATHS)
     _install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(openai_routes.router)

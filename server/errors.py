@@ -41,6 +41,19 @@ class UnsupportedFeature(InvalidRequest):
     code = "unsupported_parameter"
 
 
+class PayloadTooLarge(InvalidRequest):
+    """A request body passed its size limit (max_body_bytes, max_blob_bytes or the free disk)."""
+
+    code = "payload_too_large"
+
+
+class Forbidden(GGUFServeError):
+    """The request is well formed but this client may not do it (a setting would allow it)."""
+
+    type = "permission_error"
+    code = "forbidden"
+
+
 class ModelNotFound(GGUFServeError):
     """No model with that name is in the store (or the catalog, for pulls)."""
 

@@ -136,6 +136,13 @@ class ModelManager:
 
     def options_for(self, resolved: ResolvedModel, overrides: dict[str, Any] | None) -> LoadOptions:
         """Server defaults < the catalog's per-model defaults < per-request overrides."""
+        cap = self.settings.n_ctx_cap
+        n_ctx = (overrides or {}).get("n_ctx")
+        if isinstance(n_ctx, int) and n_ctx > cap:
+            # A request (Ollama's num_ctx) cannot size a context past the operator's cap;
+            # Ollama clamps an oversized num_ctx the same way rather than refusing it.
+            logger.warning("requested n_ctx=%d is above n_ctx_cap; using %d", n_ctx, cap)
+            overrides = {**(overrides or {}), "n_ctx": cap}
         try:
             return self.settings.load.merged(resolved.load_overrides).merged(overrides)
         except ValidationError as exc:

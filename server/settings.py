@@ -5,6 +5,7 @@ This is the only module that reads the environment or the configuration files.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -98,6 +100,38 @@ class CatalogEntry(BaseModel):
 
 
 Seconds = Annotated[float, Field(description="seconds; negative = forever")]
+# A list setting that the environment may give as `a,b` (like OLLAMA_ORIGINS) or as JSON.
+CommaList = Annotated[list[str], NoDecode]
+MiB = 1024 * 1024
+
+
+def _comma_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+def _checked_keys(keys: list[str]) -> list[str]:
+    keys = [k.strip() for k in keys]
+    if any(not k or len(k) > 512 or not k.isprintable() or " " in k for k in keys):
+        raise ValueError("each API key must be 1-512 printable characters without spaces")
+    return keys
+
+
+def read_key_file(path: Path) -> list[str]:
+    """API keys from a file: one per line; blank lines and `#` comments are skipped.
+
+    Raises ValueError if the file cannot be read.
+    """
+    try:
+        text = path.expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read API key file {path}: {exc}") from None
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 class Settings(BaseSettings):
@@ -138,7 +172,37 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
     )
-    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
+    cors_origins: CommaList = Field(
+        default_factory=list,
+        description="Browser origins allowed besides the server's own and http(s)://localhost, "
+        "127.0.0.1, [::1] on any port ('*' wildcards: 'https://*.example.com'; '*' = any).",
+    )
+    allowed_hosts: CommaList | None = Field(
+        None,
+        description="Host header names served besides localhost and loopback addresses "
+        "('*.example.com'; '*' = any). Unset: only those when bound to loopback, any otherwise.",
+    )
+    api_keys: CommaList = Field(
+        default_factory=list,
+        repr=False,
+        description="API keys; when any is set every route but /health needs one "
+        "(Authorization: Bearer <key> or X-Api-Key). Env: comma-separated.",
+    )
+    api_key_file: Path | None = Field(
+        None, description="A file of API keys, one per line ('#' comments), added to api_keys."
+    )
+    max_body_bytes: int = Field(
+        4 * MiB, ge=1024, description="Largest JSON request body; larger ones get 413."
+    )
+    max_blob_bytes: int = Field(
+        512 * 1024 * MiB,
+        ge=1024,
+        description="Largest /api/blobs upload (also refused when it exceeds the free disk).",
+    )
+    allow_insecure_pulls: bool = Field(
+        False,
+        description="Honour `insecure: true` on /api/pull from clients that are not on loopback.",
+    )
     models: dict[str, CatalogEntry] = Field(
         default_factory=dict, description="Catalog of known tags (configs/models.yaml)."
     )
@@ -171,6 +235,25 @@ class Settings(BaseSettings):
         if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
             return None
         return value
+
+    @field_validator("cors_origins", "allowed_hosts", "api_keys", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _comma_list(value)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        return _checked_keys(value)
+
+    @model_validator(mode="after")
+    def _key_file(self) -> Settings:
+        if self.api_key_file is not None:
+            extra = _checked_keys(read_key_file(self.api_key_file))
+            if not extra:
+                raise ValueError(f"API key file {self.api_key_file} holds no key")
+            self.api_keys = [*self.api_keys, *(k for k in extra if k not in self.api_keys)]
+        return self
 
     @field_validator("hf_endpoint")
     @classmethod

@@ -5,11 +5,14 @@ from __future__ import annotations
 from fastapi.exceptions import RequestValidationError
 
 from server import errors as e
+from server.api.openai.errors import error_body
 from server.validation import describe, error_parts
 
 _STATUS: list[tuple[type[e.GGUFServeError], int]] = [
     (e.ModelNotFound, 404),
     (e.Overloaded, 503),
+    (e.PayloadTooLarge, 413),
+    (e.Forbidden, 403),
     (e.InvalidRequest, 400),
     (e.InvalidModelFile, 400),
     (e.ModelLoadError, 422),  # not retried by the SDKs (they retry 408, 409, 429, 5xx)
@@ -28,10 +31,27 @@ def status_for(exc: e.GGUFServeError) -> int:
 
 
 def headers_for(exc: e.GGUFServeError) -> dict[str, str]:
-    """Extra response headers (Retry-After for an overloaded queue)."""
+    """Extra response headers: Retry-After for an overloaded queue; for a body past its limit,
+    Connection: close, so the server stops reading the rest of it."""
     if isinstance(exc, e.Overloaded):
         return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, e.PayloadTooLarge):
+        return {"Connection": "close"}
     return {}
+
+
+def is_ollama_path(path: str) -> bool:
+    """Ollama's routes live under /api; every other route answers in OpenAI's error shape."""
+    return path.startswith("/api/")
+
+
+def error_payload(
+    path: str, message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, object]:
+    """The error body in the shape of the API that owns `path`."""
+    if is_ollama_path(path):
+        return {"error": message}
+    return error_body(message, type_, param, code)
 
 
 def describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:

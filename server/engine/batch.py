@@ -37,6 +37,7 @@ from server.engine.types import (
     SlotInfo,
     TokenLogprob,
     Usage,
+    check_token_ids,
 )
 from server.errors import ContextLengthExceeded, EngineError, InvalidRequest, Overloaded
 
@@ -95,6 +96,7 @@ class BatchEngine:
         n_prompt = len(request.prompt_tokens)
         if n_prompt == 0:
             raise InvalidRequest("the prompt is empty", param="prompt")
+        check_token_ids(request.prompt_tokens, self.tokenizer.n_vocab, param="prompt")
         wanted = n_prompt + (request.max_tokens or 1)
         if wanted > self._n_ctx_slot:
             detail = (
@@ -191,6 +193,7 @@ class BatchEngine:
         for i, tokens in enumerate(inputs):
             if not tokens:
                 raise InvalidRequest(f"input {i} is empty", param="input")
+            check_token_ids(tokens, self.tokenizer.n_vocab, param="input")
             if len(tokens) > limit:
                 raise ContextLengthExceeded(
                     f"input {i} has {len(tokens)} tokens; this model embeds at most {limit}",

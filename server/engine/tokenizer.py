@@ -7,6 +7,8 @@ from typing import Any
 
 import llama_cpp
 
+from server.errors import InvalidRequest
+
 
 class Tokenizer:
     """Tokenize / detokenize with one model's vocabulary.
@@ -33,8 +35,16 @@ class Tokenizer:
     def tokenize(
         self, text: str, *, add_special: bool = True, parse_special: bool = True
     ) -> list[int]:
-        """Token ids for `text`; a BOS already in the text is not doubled."""
-        data = text.encode("utf-8")
+        """Token ids for `text`; a BOS already in the text is not doubled.
+
+        Raises InvalidRequest for text that is not valid Unicode (an unpaired surrogate).
+        """
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # the HTTP edge refuses these first; never a 500
+            raise InvalidRequest(
+                f"the text holds an unpaired surrogate at character {exc.start}", param="prompt"
+            ) from None
         capacity = len(data) + 8
         buf = (llama_cpp.llama_token * capacity)()
         n = llama_cpp.llama_tokenize(

@@ -9,8 +9,23 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from server.errors import InvalidRequest
+
 FinishReason = Literal["stop", "length"]
 SlotStateName = Literal["idle", "prompt", "generating"]
+
+
+def check_token_ids(tokens: list[int], n_vocab: int, *, param: str) -> None:
+    """Every id must name a vocabulary entry before it can reach llama_decode (an id outside
+    it reads past the embedding table: a failed decode for every request in the batch).
+
+    Raises InvalidRequest naming `param`.
+    """
+    if tokens and (min(tokens) < 0 or max(tokens) >= n_vocab):
+        bad = next(t for t in tokens if not 0 <= t < n_vocab)
+        raise InvalidRequest(
+            f"{param}: token id {bad} is outside the vocabulary (0..{n_vocab - 1})", param=param
+        )
 
 
 @dataclass(frozen=True, slots=True)

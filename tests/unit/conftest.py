@@ -71,7 +71,7 @@ def client(tmp_home: Path, make_gguf: MakeGGUF, engine: FakeEngine) -> Iterator[
     registry.import_file(make_gguf(), MODEL)
     registry.import_file(make_gguf("other.gguf", seed=1), "hf.co/someone/Some-Repo-GGUF:Q8_0")
     app = create_app(settings, registry=registry, engine_factory=fake_factory(engine))  # type: ignore[arg-type]
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url="http://localhost") as test_client:  # a Host the edge serves
         deadline = time.monotonic() + 5
         while test_client.get("/health").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.01)  # the default model is preloaded in the background

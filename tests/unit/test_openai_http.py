@@ -261,7 +261,7 @@ def test_health_is_503_while_the_default_model_loads(tmp_home: Path, make_gguf: 
     registry = Registry(settings)
     registry.import_file(make_gguf(), MODEL)
     app = create_app(settings, registry=registry, engine_factory=slow_factory)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         r = c.get("/health")
         assert r.status_code == 503 and r.json()["status"] == "starting"
         gate.set()

@@ -48,7 +48,7 @@ def test_settings_options_and_load_options_share_the_wording(
         split_options({"temperature": "hot"})
     assert (
         option.value.message
-        == "invalid option temperature: Input should be a valid number, unable to parse string as a number"
+        == "invalid option temperature: Input should be a valid number"  # strict: no parsing
     )
     assert option.value.param == "options.temperature"
 
@@ -63,3 +63,17 @@ def test_settings_options_and_load_options_share_the_wording(
         "as an integer"
     )
     asyncio.run(manager.close())
+
+
+def test_union_errors_name_the_field_and_keep_the_closest_reason() -> None:
+    from server.api.openai.chat_protocol import ChatCompletionRequest
+
+    parts = [{"type": "text", "text": "x"}] * 300
+    with pytest.raises(ValidationError) as exc:
+        ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": parts}]})
+    assert error_parts(exc.value.errors()) == [
+        ("messages.0.content", "List should have at most 256 items after validation, not 300")
+    ]
+    with pytest.raises(ValidationError) as exc:
+        ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": 5}]})
+    assert {where for where, _ in error_parts(exc.value.errors())} == {"messages.0.content"}

@@ -7,8 +7,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from server.api.limits import MAX_STOP, MAX_STOP_CHARS
 from server.durations import parse_duration
 from server.engine.types import SamplingParams
 from server.errors import InvalidRequest, UnsupportedFeature
@@ -58,9 +59,10 @@ OLLAMA_DEFAULTS: dict[str, Any] = {
 
 
 class RuntimeOptions(BaseModel):
-    """The run-time options, validated (a bad value is a 400 naming it)."""
+    """The run-time options, validated strictly as Ollama's Go types are (a bad value is a 400
+    naming it; `"temperature": "hot"` or `"seed": "1"` is refused, not coerced)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     num_predict: int | None = Field(None, ge=-2)
     temperature: float = Field(0.8, ge=0.0, le=100.0)
@@ -69,12 +71,19 @@ class RuntimeOptions(BaseModel):
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     typical_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int | None = None
-    stop: list[str] = Field(default_factory=list)
+    stop: list[str] = Field(default_factory=list, max_length=MAX_STOP)
     repeat_penalty: float = Field(1.1, gt=0.0)
     repeat_last_n: int = Field(64, ge=-1)
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     mirostat: int = Field(0, ge=0, le=2)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_length(cls, value: list[str]) -> list[str]:
+        if any(len(stop) > MAX_STOP_CHARS for stop in value):
+            raise ValueError(f"a stop sequence has at most {MAX_STOP_CHARS} characters")
+        return value
 
     def sampling(
         self, *, grammar: str | None = None, triggers: tuple[str, ...] = ()
@@ -103,6 +112,19 @@ class RuntimeOptions(BaseModel):
                 "num_predict must be positive, -1 or -2", param="options.num_predict"
             )
         return self.num_predict
+
+
+class RequestLoadOptions(BaseModel):
+    """Load-time options as a request may send them: strict types, sane ranges."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    num_ctx: int | None = Field(None, ge=0)
+    num_gpu: int | None = None
+    num_thread: int | None = Field(None, ge=0, le=1024)
+    num_batch: int | None = Field(None, ge=1, le=65536)
+    use_mmap: bool | None = None
+    use_mlock: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +157,9 @@ def split_options(
             else:
                 logger.warning("ignoring unknown option %r", key)
     try:
+        RequestLoadOptions.model_validate(
+            {k: v for k, v in (options or {}).items() if k in LOAD_OPTIONS}
+        )
         parsed = RuntimeOptions.model_validate(runtime)
     except ValidationError as exc:
         where, _ = error_parts(exc.errors())[0]

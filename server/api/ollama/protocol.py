@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from server.api.limits import MAX_EMBED_INPUTS, MAX_MESSAGES, MAX_PARTS, MAX_TOOLS
 
 Format = Literal["", "json"] | dict[str, Any] | None
 KeepAlive = float | int | str | None
 
 
 class _Request(BaseModel):
-    """Unknown fields are ignored and null fields are unset, as Ollama's Go decoder does."""
+    """Unknown fields are ignored and null fields are unset, as Ollama's Go decoder does;
+    types are strict, as Go's are (`"stream": "yes"` is a 400)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, strict=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -23,19 +26,22 @@ class _Request(BaseModel):
         return data
 
 
-class ToolCallFunction(BaseModel):
+class ToolCallFunction(_Request):
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
 
 
-class ToolCall(BaseModel):
+class ToolCall(_Request):
     function: ToolCallFunction
+
+
+Images = Annotated[list[str], Field(max_length=MAX_PARTS)]
 
 
 class Message(_Request):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
-    images: list[str] | None = None
+    images: Images | None = None
     tool_calls: list[ToolCall] | None = None
     tool_name: str | None = None
     thinking: str | None = None
@@ -55,8 +61,8 @@ class _GenerationRequest(_Request):
 class ChatRequest(_GenerationRequest):
     """POST /api/chat."""
 
-    messages: list[Message] | None = None
-    tools: list[dict[str, Any]] | None = None
+    messages: list[Message] | None = Field(None, max_length=MAX_MESSAGES)
+    tools: list[dict[str, Any]] | None = Field(None, max_length=MAX_TOOLS)
     # gguf-serve extension (Ollama has none): OpenAI's tool_choice, to force a call.
     tool_choice: Literal["auto", "none", "required"] | dict[str, Any] = "auto"
 
@@ -70,14 +76,16 @@ class GenerateRequest(_GenerationRequest):
     template: str | None = None
     context: list[int] | None = None
     raw: bool = False
-    images: list[str] | None = None
+    images: Images | None = None
 
 
 class EmbedRequest(_Request):
     """POST /api/embed."""
 
     model: str = Field(min_length=1)
-    input: str | list[str] = Field(default_factory=list)
+    input: str | Annotated[list[str], Field(max_length=MAX_EMBED_INPUTS)] = Field(
+        default_factory=list
+    )
     truncate: bool = True
     dimensions: int | None = Field(None, ge=1)
     options: dict[str, Any] | None = None

@@ -9,9 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import PlainTextResponse
 
+from server.api.edge_rules import is_loopback
 from server.api.ollama.embed import OllamaEmbeddings
 from server.api.ollama.models import OllamaModels
 from server.api.ollama.ndjson import NDJSONResponse
+from server.api.ollama.options import split_options
 from server.api.ollama.protocol import (
     ChatRequest,
     ChatResponse,
@@ -33,7 +35,8 @@ from server.api.ollama.protocol import (
 )
 from server.api.ollama.serving import OllamaGeneration
 from server.api.services import from_state
-from server.errors import GGUFServeError, InvalidRequest
+from server.errors import Forbidden, GGUFServeError, InvalidRequest
+from server.settings import Settings
 
 # The Ollama version whose API this server follows (clients gate features on it).
 OLLAMA_API_VERSION = "0.6.0"
@@ -142,14 +145,36 @@ async def _progress(
 
 
 @router.post("/api/pull", response_model=None)
-async def pull(body: PullRequest, service: Models) -> ProgressResponse | NDJSONResponse:
+async def pull(
+    body: PullRequest, service: Models, request: Request
+) -> ProgressResponse | NDJSONResponse:
     if not body.target():
         raise InvalidRequest("model is required", param="model")
+    if body.insecure:
+        check_insecure_allowed(request)
     return await _progress(service.pull(body.target(), insecure=body.insecure), body.stream)
+
+
+def check_insecure_allowed(request: Request) -> None:
+    """Plain-http pulls are for the person at this machine (a local test registry), not for
+    any client on the network, unless the operator allows them (allow_insecure_pulls).
+
+    Raises Forbidden.
+    """
+    settings: Settings = request.app.state.settings
+    client = request.client.host if request.client else ""
+    if not settings.allow_insecure_pulls and not is_loopback(client):
+        raise Forbidden(
+            "insecure pulls are accepted only from this machine; the operator can set "
+            "allow_insecure_pulls",
+            param="insecure",
+        )
 
 
 @router.post("/api/create", response_model=None)
 async def create(body: CreateRequest, service: Models) -> ProgressResponse | NDJSONResponse:
+    if body.parameters:
+        split_options(body.parameters)  # a bad value is a 400 now, not in every later request
     return await _progress(service.create(body), body.stream)
 
 

@@ -22,7 +22,7 @@ from server.api.ollama.protocol import (
 )
 from server.api.streams import Collected
 from server.chat.template import ChatTemplate
-from server.engine.types import GenerationRequest, Usage
+from server.engine.types import GenerationRequest, Usage, check_token_ids
 from server.errors import GGUFServeError, InvalidRequest, UnsupportedFeature
 from server.scheduler import LoadedModel
 
@@ -110,6 +110,7 @@ class OllamaGeneration:
             text = render(prompting, loaded.template, tool_support)
             tokens = await tokenize(loaded.engine, text)
             if context:
+                check_token_ids(context, loaded.engine.n_vocab, param="context")
                 tokens = [*context, *tokens]
             request = GenerationRequest(
                 prompt_tokens=tokens,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from server.api.limits import MAX_SEQUENCES
 from server.api.openai.completions_protocol import CompletionRequest
-from server.engine.types import Engine
+from server.engine.types import Engine, check_token_ids
 from server.errors import InvalidRequest, UnsupportedFeature
 
 
@@ -24,6 +25,16 @@ def samples_per_prompt(body: CompletionRequest) -> int:
         raise InvalidRequest("best_of must be at least n", param="best_of")
     if best_of > body.n and body.stream:
         raise InvalidRequest("best_of cannot be used with stream", param="best_of")
+    raw = body.prompt
+    prompts = len(raw) if isinstance(raw, list) and raw and not isinstance(raw[0], int) else 1
+    if prompts * best_of > MAX_SEQUENCES:
+        # Each prompt times each sample is one queued sequence; past what the server queues by
+        # default it would be a 503 that no retry could cure.
+        raise InvalidRequest(
+            f"{prompts} prompts x {best_of} samples is more than {MAX_SEQUENCES} sequences per "
+            "request; send fewer prompts or samples",
+            param="prompt",
+        )
     return best_of
 
 
@@ -51,12 +62,7 @@ def prompt_tokens(engine: Engine, body: CompletionRequest) -> list[list[int]]:
             tokens = engine.tokenize(item, add_special=suffix is None)
         else:
             tokens = item
-            bad = [t for t in tokens if not 0 <= t < engine.n_vocab]
-            if bad:
-                raise InvalidRequest(
-                    f"token id {bad[0]} is outside the vocabulary (0..{engine.n_vocab - 1})",
-                    param="prompt",
-                )
+            check_token_ids(tokens, engine.n_vocab, param="prompt")
         if suffix is not None and fim is not None:
             pre, suf, mid = fim
             bos = engine.tokenize("", add_special=True)

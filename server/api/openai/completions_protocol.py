@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from server.api.limits import MAX_PROMPTS
 from server.api.openai.logprobs import LegacyLogprobs
 from server.api.openai.protocol import CompletionUsage, SamplingFields
 
@@ -27,8 +28,12 @@ class CompletionRequest(SamplingFields):
     def _not_empty(cls, value: Prompt) -> Prompt:
         if isinstance(value, list) and not value:
             raise ValueError("the prompt list is empty")
-        if isinstance(value, list) and len(value) > 64 and isinstance(value[0], (str, list)):
-            raise ValueError("at most 64 prompts per request")
+        if (
+            isinstance(value, list)
+            and len(value) > MAX_PROMPTS
+            and isinstance(value[0], (str, list))
+        ):
+            raise ValueError(f"at most {MAX_PROMPTS} prompts per request")
         return value
 
 

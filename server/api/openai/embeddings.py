@@ -15,8 +15,8 @@ from server.api.openai.embeddings_protocol import (
     EmbeddingUsage,
 )
 from server.api.openai.fields import EMBEDDINGS_REJECTED, check_extra_fields
-from server.engine.types import Engine
-from server.errors import InvalidRequest, UnsupportedFeature
+from server.engine.types import Engine, check_token_ids
+from server.errors import UnsupportedFeature
 
 
 class EmbeddingService:
@@ -65,15 +65,10 @@ def _input_tokens(engine: Engine, body: EmbeddingRequest) -> list[list[int]]:
     else:
         items = list(raw)  # type: ignore[arg-type]
     out = []
-    for i, item in enumerate(items):
+    for item in items:
         if isinstance(item, str):
             out.append(engine.tokenize(item))
             continue
-        bad = [t for t in item if not 0 <= t < engine.n_vocab]
-        if bad:
-            raise InvalidRequest(
-                f"input {i}: token id {bad[0]} is outside the vocabulary (0..{engine.n_vocab - 1})",
-                param="input",
-            )
+        check_token_ids(item, engine.n_vocab, param="input")
         out.append(item)
     return out

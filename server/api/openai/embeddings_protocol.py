@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from server.api.limits import MAX_EMBED_INPUTS
 from server.api.openai.protocol import Lenient
 
 EmbeddingInput = str | list[str] | list[int] | list[list[int]]
@@ -24,8 +25,12 @@ class EmbeddingRequest(Lenient):
     def _not_empty(cls, value: EmbeddingInput) -> EmbeddingInput:
         if isinstance(value, list) and not value:
             raise ValueError("the input list is empty")
-        if isinstance(value, list) and len(value) > 2048 and isinstance(value[0], (str, list)):
-            raise ValueError("at most 2048 inputs per request")
+        if (
+            isinstance(value, list)
+            and len(value) > MAX_EMBED_INPUTS
+            and isinstance(value[0], (str, list))
+        ):
+            raise ValueError(f"at most {MAX_EMBED_INPUTS} inputs per request")
         return value
 
 

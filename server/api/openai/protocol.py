@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    Strict,
     field_validator,
     model_serializer,
 )
 
+from server.api.limits import MAX_GRAMMAR_CHARS, MAX_STOP, MAX_STOP_CHARS
+
 
 class Lenient(BaseModel):
-    """Request models accept unknown fields (SDKs send extras); `fields.py` decides what they mean."""
+    """Request models accept unknown fields (SDKs send extras); `fields.py` decides what they mean.
 
-    model_config = ConfigDict(extra="allow")
+    Types are strict: `"stream": "yes"` or `"max_tokens": "5"` is a 400, not a guess.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+# JSON object keys are strings: a token id key is the one place a numeric string is an int.
+TokenIdKey = Annotated[int, Strict(False)]
 
 
 class DropNone(BaseModel):
@@ -46,7 +56,7 @@ class SamplingFields(Lenient):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     n: int = Field(1, ge=1, le=16)
-    logit_bias: dict[int, float] | None = Field(
+    logit_bias: dict[TokenIdKey, float] | None = Field(
         None, description="Token id -> bias added to its logit (-100..100; -100 bans it)."
     )
     # llama-server extensions (the same names its OpenAI endpoints accept)
@@ -58,11 +68,15 @@ class SamplingFields(Lenient):
         None, ge=-1, description="Penalty window; -1 = whole context."
     )
     ignore_eos: bool = Field(False, description="Never stop at end-of-text (benchmarks).")
-    grammar: str | None = Field(None, description="A GBNF grammar (start rule `root`).")
+    grammar: str | None = Field(
+        None, max_length=MAX_GRAMMAR_CHARS, description="A GBNF grammar (start rule `root`)."
+    )
 
     @field_validator("logit_bias")
     @classmethod
     def _bias_range(cls, value: dict[int, float] | None) -> dict[int, float] | None:
+        if value and any(t < 0 for t in value):
+            raise ValueError("logit_bias token ids must not be negative")
         if value and any(not -100.0 <= b <= 100.0 for b in value.values()):
             raise ValueError("logit_bias values must be between -100 and 100")
         if value and len(value) > 1024:
@@ -72,8 +86,11 @@ class SamplingFields(Lenient):
     @field_validator("stop")
     @classmethod
     def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > 16:
-            raise ValueError("at most 16 stop sequences")
+        stops = [value] if isinstance(value, str) else value or []
+        if len(stops) > MAX_STOP:
+            raise ValueError(f"at most {MAX_STOP} stop sequences")
+        if any(len(stop) > MAX_STOP_CHARS for stop in stops):
+            raise ValueError(f"a stop sequence has at most {MAX_STOP_CHARS} characters")
         return value
 
     def stop_list(self) -> tuple[str, ...]:
