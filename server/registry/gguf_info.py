@@ -12,7 +12,7 @@ import re
 import struct
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -103,7 +103,7 @@ def read_split_gguf_info(paths: Sequence[str | Path]) -> GGUFInfo:
     return info_from_headers(files[0], [_open_header(file) for file in files])
 
 
-def info_from_headers(first: Path, parts: Sequence[tuple[Header, int]]) -> GGUFInfo:
+def info_from_headers(first: PurePath, parts: Sequence[tuple[Header, int]]) -> GGUFInfo:
     """Header facts from already parsed headers and their file sizes (one part or a split).
 
     `first` names the model in messages. Raises InvalidModelFile.
@@ -141,7 +141,7 @@ def _open_header(file: Path) -> tuple[Header, int]:
     return header, size
 
 
-def check_data_end(file: Path, header: Header, size: int) -> None:
+def check_data_end(file: PurePath, header: Header, size: int) -> None:
     """Raises InvalidModelFile when the tensors end past the end of the file."""
     if header.tensors and header.data_end > size:
         raise InvalidModelFile(
@@ -150,7 +150,9 @@ def check_data_end(file: Path, header: Header, size: int) -> None:
         )
 
 
-def _summarise(file: Path, header: Header, tensors: Sequence[TensorEntry], size: int) -> GGUFInfo:
+def _summarise(
+    file: PurePath, header: Header, tensors: Sequence[TensorEntry], size: int
+) -> GGUFInfo:
     """GGUFInfo from the metadata of `header` and the given tensors. Raises InvalidModelFile."""
     metadata, array_lengths = header.metadata, header.array_lengths
     arch = metadata.get("general.architecture")
