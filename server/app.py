@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import __version__
+from server.api import plan as plan_routes
 from server.api import system
 from server.api.errors import describe_validation, headers_for, status_for
 from server.api.json_body import AssumeJSONMiddleware
@@ -29,6 +30,7 @@ from server.api.openai.errors import error_body
 from server.api.openai.models import ModelsService
 from server.api.openai.serving import ChatService
 from server.errors import GGUFServeError, ModelNotFound
+from server.planning import DeviceLister, Planner
 from server.registry import Registry
 from server.scheduler import EngineFactory, ModelManager
 from server.settings import Settings
@@ -109,13 +111,18 @@ def create_app(
     registry: Registry | None = None,
     engine_factory: EngineFactory | None = None,
     preload: bool = True,
+    devices: DeviceLister | None = None,
 ) -> FastAPI:
-    """Build the application; state lives on app.state, created here (no globals)."""
+    """Build the application; state lives on app.state, created here (no globals).
+
+    `devices` lists the memory devices to plan for (default: llama.cpp's, on first use).
+    """
     registry = registry or Registry(settings)
+    planner = Planner(settings, registry, devices)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        manager = ModelManager(settings, registry, engine_factory)
+        manager = ModelManager(settings, registry, engine_factory, planner=planner)
         app.state.manager = manager
         lifecycle = app.state.lifecycle = Lifecycle(manager, settings.default_model)
         app.state.chat_service = ChatService(lifecycle)
@@ -123,7 +130,7 @@ def create_app(
         app.state.embedding_service = EmbeddingService(lifecycle)
         app.state.models_service = ModelsService(registry)
         app.state.ollama_generation = OllamaGeneration(lifecycle)
-        app.state.ollama_models = OllamaModels(registry, manager)
+        app.state.ollama_models = OllamaModels(registry, manager, planner)
         app.state.ollama_embeddings = OllamaEmbeddings(lifecycle)
         app.state.ready = asyncio.Event()
         task = asyncio.create_task(_preload(app, settings)) if preload else None
@@ -139,6 +146,7 @@ def create_app(
     app = FastAPI(title="gguf-serve", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
+    app.state.planner = planner
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -149,6 +157,7 @@ def create_app(
     app.add_middleware(AssumeJSONMiddleware)
     _install_error_handlers(app)
     app.include_router(system.router)
+    app.include_router(plan_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(ollama_routes.router)
     return app

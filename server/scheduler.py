@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from server.budget import MemoryBudget
 from server.chat.template import ChatTemplate
 from server.engine.options import LoadOptions
 from server.errors import InvalidRequest
+from server.planning import Planner, PlanTarget
 from server.validation import describe
 
 if TYPE_CHECKING:
+    from server.engine.memory import MemoryPlan
     from server.engine.types import Engine
     from server.registry import Registry, ResolvedModel
     from server.settings import Settings
@@ -37,9 +40,10 @@ class LoadedModel:
     resolved: ResolvedModel
     engine: Engine
     template: ChatTemplate
-    options: LoadOptions
+    options: LoadOptions  # as requested (n_gpu_layers may be auto); the plan has the counts
     load_seconds: float
     keep_alive: float
+    plan: MemoryPlan | None = None
     refs: int = 0
     last_used: float = field(default_factory=time.monotonic)
     expires_at: datetime | None = None
@@ -97,13 +101,25 @@ def default_engine_factory(settings: Settings) -> EngineFactory:
 
 
 class ModelManager:
-    """Loads models on demand (one load per model at a time) and unloads idle ones."""
+    """Loads models on demand (one load per model at a time) and unloads idle ones.
+
+    Before a load the model is planned (engine.memory): if it cannot fit the memory budget even
+    alone, the request fails with InsufficientMemory and nothing loaded is touched; if it does
+    not fit beside the loaded models, idle ones are unloaded, least recently used first.
+    `max_loaded_models` (0: none) caps the count as well.
+    """
 
     def __init__(
-        self, settings: Settings, registry: Registry, factory: EngineFactory | None = None
+        self,
+        settings: Settings,
+        registry: Registry,
+        factory: EngineFactory | None = None,
+        *,
+        planner: Planner | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
+        self.budget = MemoryBudget(planner or Planner(settings, registry))
         self._factory = factory or default_engine_factory(settings)
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = asyncio.Lock()
@@ -141,22 +157,20 @@ class ModelManager:
         return Lease(self, model, keep_alive)
 
     async def _load(self, resolved: ResolvedModel, options: LoadOptions) -> LoadedModel:
+        """Raises InsufficientMemory, InvalidLoadOptions, ModelLoadError."""
+        target = PlanTarget(resolved.name, resolved.info, "store", None, resolved.load_overrides)
         async with self._lock:
             current = self._loaded.get(resolved.name)
             if current is not None and current.options == options:
                 return current  # another request loaded it while we waited
+            self.budget.check_alone(target, options)  # before anything is unloaded
             if current is not None:
                 await self._wait_idle(current)
                 await self._unload(current)
-            while len(self._loaded) >= self.settings.max_loaded_models:
-                idle = [m for m in self._loaded.values() if m.refs == 0]
-                if idle:
-                    await self._unload(min(idle, key=lambda m: m.last_used))
-                    continue
-                async with self._idle:
-                    await self._idle.wait()
+            plan = await self._make_room(target, options)
+            effective = options.model_copy(update={"n_gpu_layers": plan.n_gpu_layers})
             started = time.perf_counter()
-            engine, template = await asyncio.to_thread(self._factory, resolved, options)
+            engine, template = await asyncio.to_thread(self._factory, resolved, effective)
             model = LoadedModel(
                 name=resolved.name,
                 resolved=resolved,
@@ -165,9 +179,28 @@ class ModelManager:
                 options=options,
                 load_seconds=time.perf_counter() - started,
                 keep_alive=self.settings.keep_alive,
+                plan=plan,
             )
             self._loaded[resolved.name] = model
             return model
+
+    async def _make_room(self, target: PlanTarget, options: LoadOptions) -> MemoryPlan:
+        """The plan of `target` beside what stays loaded, unloading idle models (least recently
+        used first) or waiting for busy ones until it fits and the count limit allows."""
+        limit = self.settings.max_loaded_models
+        while True:
+            loaded = list(self._loaded.values())
+            plan = self.budget.plan_beside(target, options, (m.plan for m in loaded if m.plan))
+            if not loaded or (plan.fits and (limit == 0 or len(loaded) < limit)):
+                return plan  # alone it fits: check_alone said so
+            idle = [m for m in loaded if m.refs == 0]
+            if idle:
+                victim = min(idle, key=lambda m: m.last_used)
+                logger.info("unloading %s to make room for %s", victim.name, target.name)
+                await self._unload(victim)
+                continue
+            async with self._idle:
+                await self._idle.wait()
 
     async def _wait_idle(self, model: LoadedModel) -> None:
         async with self._idle:

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.engine.memory import MemoryPlan
+
 Format = Literal["", "json"] | dict[str, Any] | None
 KeepAlive = float | int | str | None
 
@@ -155,12 +157,17 @@ class TagsResponse(BaseModel):
 class RunningModel(BaseModel):
     name: str
     model: str
-    size: int
+    size: int = Field(description="Bytes the model holds, from its memory plan.")
     digest: str
     details: ModelDetails
     expires_at: str
-    size_vram: int
+    size_vram: int = Field(description="Of which on GPUs (and RPC servers).")
     context_length: int
+    # gguf-serve's own (Ollama clients ignore them)
+    kv_type_k: str | None = None
+    kv_type_v: str | None = None
+    parallel: int | None = Field(None, description="Slots (requests decoded together).")
+    gpu_layers: int | None = Field(None, description="Layers offloaded (llama.cpp's count).")
 
 
 class PsResponse(BaseModel):
@@ -177,6 +184,9 @@ class ShowResponse(BaseModel):
     model_info: dict[str, Any]
     capabilities: list[str]
     modified_at: str
+    plan: MemoryPlan | None = Field(
+        None, description="gguf-serve's memory plan at the model's default load settings."
+    )
 
 
 class OutMessage(BaseModel):
