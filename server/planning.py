@@ -12,12 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from server.engine.memory import Device, Margins, MemoryPlan, plan_memory
 from server.engine.options import LoadOptions
 from server.errors import InvalidRequest, ModelNotFound
 from server.registry import GGUFInfo, Registry
 from server.registry.sources import is_url
 from server.settings import Settings
+from server.validation import describe
 
 logger = logging.getLogger(__name__)
 
@@ -83,9 +86,9 @@ class Planner:
         """
         try:
             return self.settings.load.merged(target.load_overrides).merged(overrides)
-        except ValueError as exc:  # pydantic ValidationError is a ValueError
+        except ValidationError as exc:
             raise InvalidRequest(
-                f"invalid load options: {exc}".splitlines()[0], param="options"
+                f"invalid load options: {describe(exc.errors())}", param="options"
             ) from None
 
     def plan(

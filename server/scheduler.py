@@ -12,14 +12,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from server.budget import MemoryBudget
 from server.chat.template import ChatTemplate
 from server.engine.options import LoadOptions
 from server.errors import InvalidRequest
 from server.planning import Planner, PlanTarget
-from server.validation import describe
 
 if TYPE_CHECKING:
     from server.engine.memory import MemoryPlan
@@ -48,6 +45,10 @@ class LoadedModel:
     last_used: float = field(default_factory=time.monotonic)
     expires_at: datetime | None = None
     timer: asyncio.TimerHandle | None = None
+
+
+def _target(resolved: ResolvedModel) -> PlanTarget:
+    return PlanTarget(resolved.name, resolved.info, "store", None, resolved.load_overrides)
 
 
 class Lease:
@@ -130,13 +131,11 @@ class ModelManager:
         return list(self._loaded.values())
 
     def options_for(self, resolved: ResolvedModel, overrides: dict[str, Any] | None) -> LoadOptions:
-        """Server defaults < the catalog's per-model defaults < per-request overrides."""
-        try:
-            return self.settings.load.merged(resolved.load_overrides).merged(overrides)
-        except ValidationError as exc:
-            raise InvalidRequest(
-                f"invalid load options: {describe(exc.errors())}", param="options"
-            ) from None
+        """Server defaults < the catalog's per-model defaults < per-request overrides.
+
+        Raises InvalidRequest naming the bad option.
+        """
+        return self.budget.planner.options(_target(resolved), overrides)
 
     async def acquire(
         self,
@@ -158,7 +157,7 @@ class ModelManager:
 
     async def _load(self, resolved: ResolvedModel, options: LoadOptions) -> LoadedModel:
         """Raises InsufficientMemory, InvalidLoadOptions, ModelLoadError."""
-        target = PlanTarget(resolved.name, resolved.info, "store", None, resolved.load_overrides)
+        target = _target(resolved)
         async with self._lock:
             current = self._loaded.get(resolved.name)
             if current is not None and current.options == options:

@@ -34,6 +34,11 @@ class PlanRequest(BaseModel):
         None, description="auto, -1 (all), or a layer count."
     )
     flash_attn: FlashAttn | None = None
+    remote: bool = Field(
+        True,
+        description="Read the header of a model not in the store from where it would be "
+        "pulled (false: 404 for such a model).",
+    )
     insecure: bool = Field(False, description="Allow plain http to hosts that are not loopback.")
 
     def overrides(self) -> dict[str, Any]:
@@ -68,7 +73,7 @@ async def plan(body: PlanRequest, request: Request) -> PlanResponse:
     planner: Planner = request.app.state.planner
 
     def work() -> PlanResponse:
-        target = planner.target(body.model, insecure=body.insecure)
+        target = planner.target(body.model, remote=body.remote, insecure=body.insecure)
         result = planner.plan(target, planner.options(target, body.overrides()))
         return PlanResponse(
             model=target.name, source=target.source, header_bytes=target.header_bytes, plan=result

@@ -20,8 +20,8 @@ def describe_plan(target: PlanTarget, plan: MemoryPlan) -> list[str]:
         f"{plan.n_layer} layers, trained context {plan.n_ctx_train or '?'}",
         f"  {_source(target)}",
         f"  context {plan.n_ctx} per slot x {plan.n_parallel} slots, KV cache {kv.type_k}/"
-        f"{kv.type_v}, flash attention {'on' if plan.flash_attn else 'off'}, "
-        f"{_gpu_layers(plan)}, batch {plan.n_ubatch} tokens",
+        f"{kv.type_v}, flash attention {'on' if plan.flash_attn else 'off'}",
+        f"  {_gpu_layers(plan)}, batches of {plan.n_ubatch} tokens",
         "",
     ]
     rows = [
