@@ -128,6 +128,7 @@ def rss() -> dict[str, int]:
 
 
 def plan_for(path: Path, n_ctx: int, n_parallel: int, kv: str) -> Any:
+    from server.engine.devices import repacked_types
     from server.engine.memory import Device, plan_memory
     from server.engine.options import LoadOptions
     from server.registry import read_gguf_info
@@ -135,7 +136,7 @@ def plan_for(path: Path, n_ctx: int, n_parallel: int, kv: str) -> Any:
     options = LoadOptions(
         n_ctx=n_ctx, n_parallel=n_parallel, type_k=kv, type_v=kv, n_gpu_layers=0, n_threads=2
     )
-    host = [Device("CPU", "cpu", 1 << 40, 1 << 40)]
+    host = [Device("CPU", "cpu", 1 << 40, 1 << 40, repack=repacked_types())]
     return plan_memory(read_gguf_info(path), options, host, find_max_ctx=False)
 
 

@@ -105,6 +105,11 @@ def _details(plan: MemoryPlan) -> list[str]:
             f"weights on the host are memory-mapped from the file ({binary_bytes(plan.weights_mapped)}"
             "): counted in RSS, shared, reclaimable"
         )
+    if plan.weights_repacked:
+        out.append(
+            f"plus {binary_bytes(plan.weights_repacked)} of them copied into llama.cpp's CPU_REPACK "
+            "layout for this CPU (their mapped pages stay resident until reclaimed)"
+        )
     if plan.max_ctx is not None:
         if plan.max_ctx == 0:
             out.append("largest context that fits: none; not even 256 tokens per slot")

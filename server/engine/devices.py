@@ -53,6 +53,11 @@ class _Lib:
         self.reg.restype, self.reg.argtypes = ptr, [ptr]
         self.reg_name = base.ggml_backend_reg_name
         self.reg_name.restype, self.reg_name.argtypes = ctypes.c_char_p, [ptr]
+        cpu = ctypes.CDLL(str(_find(lib_dir, "libggml-cpu")))
+        self.cpu_features = {
+            name: bool(getattr(cpu, f"ggml_cpu_has_{name}")())
+            for name in ("avx2", "avx512", "neon", "matmul_int8", "dotprod")
+        }
 
 
 def _find(lib_dir: Path, stem: str) -> Path:
@@ -76,7 +81,7 @@ def list_devices() -> list[Device]:
     """
     lib = _lib()
     available, total = host_memory()
-    devices = [Device("CPU", "cpu", available, total, "host memory")]
+    devices = [Device("CPU", "cpu", available, total, "host memory", repacked_types())]
     for i in range(lib.count()):
         dev = lib.get(i)
         kind = lib.type(dev)
@@ -91,6 +96,20 @@ def list_devices() -> list[Device]:
         description = (lib.description(dev) or b"").decode(errors="replace")
         devices.append(Device(name, device_kind, int(free.value), int(size.value), description))
     return devices
+
+
+def repacked_types() -> frozenset[str]:
+    """The weight types llama.cpp's CPU backend repacks on this CPU (ggml-cpu/repack.cpp,
+    `ggml_repack_get_optimal_repack_type`), from the features the library was built for."""
+    has = _lib().cpu_features
+    types: set[str] = set()
+    if has["avx2"]:
+        types |= {"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"}
+    if has["avx512"]:
+        types.add("Q2_K")
+    if has["neon"] and (has["matmul_int8"] or has["dotprod"]):
+        types |= {"Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4", "Q8_0"}
+    return frozenset(types)
 
 
 def host_memory() -> tuple[int, int]:

@@ -34,13 +34,19 @@ _OUTPUT_TENSORS = re.compile(r"^(output|cls)[._]")
 
 @dataclass(frozen=True)
 class Device:
-    """Somewhere memory can go: the host (kind cpu), a GPU, or an RPC server's device."""
+    """Somewhere memory can go: the host (kind cpu), a GPU, or an RPC server's device.
+
+    `repack` (host only): the ggml types llama.cpp copies into its CPU_REPACK layout on this
+    CPU (Q4_0, Q4_K, IQ4_NL, MXFP4 with AVX2, ...): with mmap those weights are then held twice,
+    the mapped file pages (clean, reclaimable) and the repacked copy.
+    """
 
     name: str
     kind: DeviceKind
     free: int
     total: int
     description: str = ""
+    repack: frozenset[str] = frozenset()
 
     @property
     def is_host(self) -> bool:
@@ -111,6 +117,7 @@ class MemoryPlan(BaseModel):
     use_mmap: bool
     weights: int
     weights_mapped: int  # of which host memory mapped from the file (counted in RSS, reclaimable)
+    weights_repacked: int  # host copies in llama.cpp's CPU_REPACK layout (beside the mapping)
     kv: KVPlan
     compute: int
     output: int
@@ -286,12 +293,17 @@ def _plan(
     slots = [host, *offload]
     acc = [_Acc() for _ in slots]
 
-    layer_bytes = info.tensor_sizes.layers
+    sizes = info.tensor_sizes
+    layer_bytes = sizes.layers
+    repack = host.repack if options.use_mmap else frozenset()
+    repacked = 0
     kv_k = kv_v = recurrent = 0
     for il in range(shape.n_layer):
         a = acc[where[il] + 1]
         a.layers.append(il)
         a.weights += layer_bytes[il] if il < len(layer_bytes) else 0
+        if where[il] < 0 and il < len(sizes.matrices):
+            repacked += sum(n for t, n in sizes.matrices[il].items() if t in repack)
         k, v = buffers.kv_layer_bytes(shape, ctx, il)
         kv_k, kv_v = kv_k + k, kv_v + v
         a.kv += k + v
@@ -301,15 +313,18 @@ def _plan(
             a.kv += state
     out_acc = acc[where[shape.n_layer] + 1]
     out_acc.output = True
-    tied = "output.weight" not in info.tensor_sizes.other
-    for name, size in info.tensor_sizes.other.items():
+    tied = "output.weight" not in sizes.other
+    for name, size in sizes.other.items():
         if _OUTPUT_TENSORS.match(name):
             out_acc.weights += size
+            if out_acc is acc[0] and sizes.other_types.get(name) in repack and "norm" not in name:
+                repacked += size
         else:
             acc[0].weights += size
             if tied and name == "token_embd.weight" and out_acc is not acc[0]:
                 out_acc.weights += size  # llama.cpp copies the tied embedding to the output device
 
+    acc[0].weights += repacked
     for a in acc:
         if a.layers or a.output:
             a.compute = buffers.compute_bytes(shape, ctx, output=a.output)
@@ -373,7 +388,8 @@ def _plan(
         n_ubatch=ctx.n_tokens,
         use_mmap=options.use_mmap,
         weights=weights,
-        weights_mapped=acc[0].weights if options.use_mmap else 0,
+        weights_mapped=acc[0].weights - repacked if options.use_mmap else 0,
+        weights_repacked=repacked,
         kv=kv,
         compute=compute,
         output=output,

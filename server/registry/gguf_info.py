@@ -29,7 +29,7 @@ from server.registry.humanize import human_number
 from server.registry.tags import FILE_TYPE_LABELS
 
 # Bump when the meaning of a field changes, so summaries cached in config blobs get re-read.
-INFO_VERSION = 2
+INFO_VERSION = 3
 
 _MAGIC = b"GGUF"
 _SUPPORTED_VERSIONS = (2, 3)
@@ -45,7 +45,9 @@ class TensorSizes(BaseModel):
 
     layers: list[int] = []  # bytes of `blk.<i>.*` per layer i
     experts: list[int] = []  # of which stacked MoE experts, per layer
+    matrices: list[dict[str, int]] = []  # of which weight matrices (2-D and up), by type, per layer
     other: dict[str, int] = {}  # tensors outside the blocks (token_embd, output, norms), by name
+    other_types: dict[str, str] = {}  # their types
 
 
 class GGUFInfo(BaseModel):
@@ -191,22 +193,30 @@ def _tensor_sizes(tensors: Sequence[TensorEntry]) -> TensorSizes:
     """Bytes per block and outside the blocks, from each tensor's stored size."""
     layers: dict[int, int] = {}
     experts: dict[int, int] = {}
+    matrices: dict[int, dict[str, int]] = {}
     other: dict[str, int] = {}
+    other_types: dict[str, str] = {}
     for tensor in tensors:
         match = _BLOCK_TENSOR.match(tensor.name)
         n = tensor.n_bytes
         if match is None:
             other[tensor.name] = other.get(tensor.name, 0) + n
+            other_types[tensor.name] = tensor.type_name
             continue
         i = int(match.group(1))
         layers[i] = layers.get(i, 0) + n
         if _EXPERTS.search(tensor.name):
             experts[i] = experts.get(i, 0) + n
+        if len(tensor.shape) >= 2:
+            by_type = matrices.setdefault(i, {})
+            by_type[tensor.type_name] = by_type.get(tensor.type_name, 0) + n
     count = max(layers) + 1 if layers else 0
     return TensorSizes(
         layers=[layers.get(i, 0) for i in range(count)],
         experts=[experts.get(i, 0) for i in range(count)],
+        matrices=[matrices.get(i, {}) for i in range(count)],
         other=other,
+        other_types=other_types,
     )
 
 

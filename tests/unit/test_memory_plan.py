@@ -194,3 +194,22 @@ def test_q4_model_is_smaller_than_its_q8_twin(tmp_path: Path) -> None:
     q4_plan = plan_memory(q4_info, opts(n_ctx=1024), HOST, find_max_ctx=False)
     assert q4_plan.weights < q8_plan.weights
     assert q4_plan.kv == q8_plan.kv
+
+
+def test_weights_the_cpu_repacks_are_held_twice_with_mmap(tmp_path: Path) -> None:
+    """llama.cpp copies Q4_0 matrices into its CPU_REPACK layout (AVX2, NEON); with mmap the
+    file pages stay mapped too. Norms (1-D) and the token embedding are never repacked."""
+    shape = Shape(**{**GQA.__dict__, "weight_type": Q.Q4_0})
+    info = info_of(tmp_path, shape)
+    host = [Device("CPU", "cpu", 64 * GiB, 64 * GiB, repack=frozenset({"Q4_0"}))]
+    e, f, kv = 512, 1024, 128
+    matrices = (2 * e * e + 2 * e * kv + 3 * e * f) // 32 * 18  # q4_0: 18 bytes per 32
+    output = e * 1000 // 32 * 18
+    mapped = plan_memory(info, opts(n_ctx=1024), host, find_max_ctx=False)
+    assert mapped.weights_repacked == 8 * matrices + output
+    assert mapped.weights == info.tensor_bytes + mapped.weights_repacked
+    assert mapped.weights_mapped == info.tensor_bytes
+    copied = plan_memory(info, opts(n_ctx=1024, use_mmap=False), host, find_max_ctx=False)
+    assert copied.weights == info.tensor_bytes and copied.weights_repacked == 0
+    plain = plan_memory(info, opts(n_ctx=1024), HOST, find_max_ctx=False)  # a CPU that does not
+    assert plain.weights == info.tensor_bytes
