@@ -129,10 +129,9 @@ class OllamaRegistrySource:
         try:
             return Manifest.model_validate_json(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
             raise PullError(
-                f"the registry sent an invalid manifest for '{self.name}' ({where}: {first['msg']})"
+                f"the registry sent an invalid manifest for '{self.name}' "
+                f"({describe(exc.errors(), first=True)})"
             ) from None
 
     def _job(self, layer: Layer) -> BlobFetch:
