@@ -49,7 +49,8 @@ def ladder(cache: Path) -> dict[str, Path]:
     from server.registry import Registry, Store
     from server.settings import load_settings
 
-    source = Store(REPO / ".cache" / "test-home").find(DEFAULT)
+    homes = (load_settings().home, REPO / ".cache" / "test-home")  # the user's store, the tests'
+    source = next((r for r in (Store(h).find(DEFAULT) for h in homes) if r is not None), None)
     settings = load_settings(home=cache, ollama_models="")
     registry = Registry(settings)
     if registry.find(DEFAULT) is None:
