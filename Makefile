@@ -7,7 +7,7 @@ MODEL  ?= smollm2:135m
 HOST   ?= 127.0.0.1
 PORT   ?= 11434
 
-.PHONY: run test install model lint typecheck unit integration bench clean test-container
+.PHONY: run test install model lint typecheck unit integration bench bench-memory clean test-container
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ test-container: install
 bench: model
 	$(BIN)/python bench/decode_vs_raw.py
 	$(BIN)/python bench/concurrency.py
+
+# The memory plan against llama.cpp's buffers and RSS (quantizes a ladder into .cache/bench-ladder once).
+bench-memory: model
+	$(BIN)/python bench/memory_plan.py
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

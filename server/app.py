@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import __version__
+from server.api import plan as plan_routes
 from server.api import system
 from server.api.edge import Edge
 from server.api.errors import describe_validation, error_payload, headers_for, status_for
@@ -28,6 +29,7 @@ from server.api.openai.models import ModelsService
 from server.api.openai.serving import ChatService
 from server.api.text_guard import reject_untokenizable_text
 from server.errors import GGUFServeError, ModelNotFound
+from server.planning import DeviceLister, Planner
 from server.registry import Registry
 from server.scheduler import EngineFactory, ModelManager
 from server.settings import Settings
@@ -106,13 +108,18 @@ def create_app(
     registry: Registry | None = None,
     engine_factory: EngineFactory | None = None,
     preload: bool = True,
+    devices: DeviceLister | None = None,
 ) -> FastAPI:
-    """Build the application; state lives on app.state, created here (no globals)."""
+    """Build the application; state lives on app.state, created here (no globals).
+
+    `devices` lists the memory devices to plan for (default: llama.cpp's, on first use).
+    """
     registry = registry or Registry(settings)
+    planner = Planner(settings, registry, devices)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        manager = ModelManager(settings, registry, engine_factory)
+        manager = ModelManager(settings, registry, engine_factory, planner=planner)
         app.state.manager = manager
         lifecycle = app.state.lifecycle = Lifecycle(manager, settings.default_model)
         app.state.chat_service = ChatService(lifecycle, max_tool_calls=settings.max_tool_calls)
@@ -122,7 +129,7 @@ def create_app(
         app.state.ollama_generation = OllamaGeneration(
             lifecycle, max_tool_calls=settings.max_tool_calls
         )
-        app.state.ollama_models = OllamaModels(registry, manager)
+        app.state.ollama_models = OllamaModels(registry, manager, planner)
         app.state.ollama_embeddings = OllamaEmbeddings(lifecycle)
         app.state.ready = asyncio.Event()
         task = asyncio.create_task(_preload(app, settings)) if preload else None
@@ -143,9 +150,11 @@ def create_app(
     )
     app.state.settings = settings
     app.state.registry = registry
+    app.state.planner = planner
     app.add_middleware(Edge, settings=settings, public_paths=PUBLIC_PATHS)
     _install_error_handlers(app)
     app.include_router(system.router)
+    app.include_router(plan_routes.router)
     app.include_router(openai_routes.router)
     app.include_router(ollama_routes.router)
     return app

@@ -35,6 +35,12 @@ class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
 
 
+class InsufficientMemory(InvalidRequest):
+    """A model (at the requested context) cannot fit the memory budget even alone."""
+
+    code = "insufficient_memory"
+
+
 class UnsupportedFeature(InvalidRequest):
     """A request field we cannot honour and that would change the answer."""
 

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
+from server.budget import MemoryBudget
 from server.chat.template import ChatTemplate
 from server.engine.options import LoadOptions
 from server.errors import GGUFServeError, InvalidRequest, ModelLoadError
-from server.validation import describe
+from server.planning import Planner, PlanTarget
 
 if TYPE_CHECKING:
+    from server.engine.memory import MemoryPlan
     from server.engine.types import Engine
     from server.registry import Registry, ResolvedModel
     from server.settings import Settings
@@ -39,13 +39,18 @@ class LoadedModel:
     resolved: ResolvedModel
     engine: Engine
     template: ChatTemplate
-    options: LoadOptions
+    options: LoadOptions  # as requested (n_gpu_layers may be auto); the plan has the counts
     load_seconds: float
     keep_alive: float
+    plan: MemoryPlan | None = None
     refs: int = 0
     last_used: float = field(default_factory=time.monotonic)
     expires_at: datetime | None = None
     timer: asyncio.TimerHandle | None = None
+
+
+def _target(resolved: ResolvedModel) -> PlanTarget:
+    return PlanTarget(resolved.name, resolved.info, "store", None, resolved.load_overrides)
 
 
 class Lease:
@@ -108,6 +113,11 @@ def default_load_check(resolved: ResolvedModel) -> None:
 class ModelManager:
     """Loads models on demand (one load per model at a time) and unloads idle ones.
 
+    Before a load the model is planned (engine.memory): if it cannot fit the memory budget even
+    alone, the request fails with InsufficientMemory and nothing loaded is touched; if it does
+    not fit beside the loaded models, idle ones are unloaded, least recently used first.
+    `max_loaded_models` (0: none) caps the count as well.
+
     A load that cannot succeed should cost nothing: the model is checked before anything is
     unloaded for it, and when its load fails anyway the models unloaded for it are loaded
     again before the error is reported.
@@ -120,9 +130,11 @@ class ModelManager:
         factory: EngineFactory | None = None,
         *,
         check: LoadCheck | None = None,
+        planner: Planner | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
+        self.budget = MemoryBudget(planner or Planner(settings, registry))
         self._factory = factory or default_engine_factory(settings)
         # The real check only makes sense for the real engine; a test factory brings its own.
         self._check = check or (default_load_check if factory is None else None)
@@ -135,7 +147,10 @@ class ModelManager:
         return list(self._loaded.values())
 
     def options_for(self, resolved: ResolvedModel, overrides: dict[str, Any] | None) -> LoadOptions:
-        """Server defaults < the catalog's per-model defaults < per-request overrides."""
+        """Server defaults < the catalog's per-model defaults < per-request overrides.
+
+        Raises InvalidRequest naming the bad option.
+        """
         cap = self.settings.n_ctx_cap
         n_ctx = (overrides or {}).get("n_ctx")
         if isinstance(n_ctx, int) and n_ctx > cap:
@@ -143,12 +158,7 @@ class ModelManager:
             # Ollama clamps an oversized num_ctx the same way rather than refusing it.
             logger.warning("requested n_ctx=%d is above n_ctx_cap; using %d", n_ctx, cap)
             overrides = {**(overrides or {}), "n_ctx": cap}
-        try:
-            return self.settings.load.merged(resolved.load_overrides).merged(overrides)
-        except ValidationError as exc:
-            raise InvalidRequest(
-                f"invalid load options: {describe(exc.errors())}", param="options"
-            ) from None
+        return self.budget.planner.options(_target(resolved), overrides)
 
     async def acquire(
         self,
@@ -169,15 +179,23 @@ class ModelManager:
         return Lease(self, model, keep_alive)
 
     async def _load(self, resolved: ResolvedModel, options: LoadOptions) -> LoadedModel:
+        """Raises InsufficientMemory, InvalidLoadOptions, ModelLoadError."""
+        target = _target(resolved)
         async with self._lock:
             current = self._loaded.get(resolved.name)
             if current is not None and current.options == options:
                 return current  # another request loaded it while we waited
+            self.budget.check_alone(target, options)  # before anything is unloaded
             if self._check is not None:
                 await asyncio.to_thread(self._checked, resolved)
-            evicted = await self._make_room(resolved)
+            evicted: list[LoadedModel] = []
+            if current is not None:
+                await self._wait_idle(current)
+                await self._unload(current)
+                evicted.append(current)
+            plan = await self._make_room(target, options, evicted)
             try:
-                return await self._start(resolved, options)
+                return await self._start(resolved, options, plan)
             except Exception:
                 await self._restore(evicted)
                 raise
@@ -190,31 +208,17 @@ class ModelManager:
         except ModelLoadError as exc:
             raise ModelLoadError(f"cannot load '{resolved.name}': {exc.message}") from None
 
-    async def _make_room(self, resolved: ResolvedModel) -> list[LoadedModel]:
-        """Unload what must go for `resolved` to load (its own other-options copy, the least
-        recently used idle models beyond max_loaded_models); returns what was unloaded."""
-        evicted = []
-        current = self._loaded.get(resolved.name)
-        if current is not None:
-            await self._wait_idle(current)
-            await self._unload(current)
-            evicted.append(current)
-        while len(self._loaded) >= self.settings.max_loaded_models:
-            idle = [m for m in self._loaded.values() if m.refs == 0]
-            if idle:
-                victim = min(idle, key=lambda m: m.last_used)
-                await self._unload(victim)
-                evicted.append(victim)
-                continue
-            async with self._idle:
-                await self._idle.wait()
-        return evicted
-
-    async def _start(self, resolved: ResolvedModel, options: LoadOptions) -> LoadedModel:
-        """Load and register `resolved`. Raises ModelLoadError naming it, InvalidLoadOptions."""
+    async def _start(
+        self, resolved: ResolvedModel, options: LoadOptions, plan: MemoryPlan | None
+    ) -> LoadedModel:
+        """Load and register `resolved` as `plan` places it. Raises ModelLoadError naming it,
+        InvalidLoadOptions."""
+        effective = options
+        if plan is not None:
+            effective = options.model_copy(update={"n_gpu_layers": plan.n_gpu_layers})
         started = time.perf_counter()
         try:
-            engine, template = await asyncio.to_thread(self._factory, resolved, options)
+            engine, template = await asyncio.to_thread(self._factory, resolved, effective)
         except ModelLoadError as exc:
             raise ModelLoadError(f"cannot load '{resolved.name}': {exc.message}") from None
         model = LoadedModel(
@@ -225,6 +229,7 @@ class ModelManager:
             options=options,
             load_seconds=time.perf_counter() - started,
             keep_alive=self.settings.keep_alive,
+            plan=plan,
         )
         self._loaded[resolved.name] = model
         return model
@@ -233,7 +238,7 @@ class ModelManager:
         """Load again what was unloaded for a load that failed, so it keeps serving."""
         for old in evicted:
             try:
-                model = await self._start(old.resolved, old.options)
+                model = await self._start(old.resolved, old.options, old.plan)
             except GGUFServeError as exc:
                 logger.error("could not load %s again: %s", old.name, exc.message)
                 continue
@@ -241,6 +246,28 @@ class ModelManager:
             logger.info("%s is loaded again after a failed load", old.name)
             if model.refs == 0:
                 self._schedule_expiry(model, asyncio.get_running_loop())
+
+    async def _make_room(
+        self, target: PlanTarget, options: LoadOptions, evicted: list[LoadedModel]
+    ) -> MemoryPlan:
+        """The plan of `target` beside what stays loaded, unloading idle models (least recently
+        used first, each added to `evicted`) or waiting for busy ones until it fits and the
+        count limit allows."""
+        limit = self.settings.max_loaded_models
+        while True:
+            loaded = list(self._loaded.values())
+            plan = self.budget.plan_beside(target, options, (m.plan for m in loaded if m.plan))
+            if not loaded or (plan.fits and (limit == 0 or len(loaded) < limit)):
+                return plan  # alone it fits: check_alone said so
+            idle = [m for m in loaded if m.refs == 0]
+            if idle:
+                victim = min(idle, key=lambda m: m.last_used)
+                logger.info("unloading %s to make room for %s", victim.name, target.name)
+                await self._unload(victim)
+                evicted.append(victim)
+                continue
+            async with self._idle:
+                await self._idle.wait()
 
     async def _wait_idle(self, model: LoadedModel) -> None:
         async with self._idle:

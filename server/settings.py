@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -158,7 +166,25 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         64, ge=0, le=100_000, description="Requests waiting per model beyond busy slots."
     )
-    max_loaded_models: int = Field(1, ge=1, le=64, description="Models kept loaded at once.")
+    max_loaded_models: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Most models kept loaded at once (0 = no count limit: memory decides).",
+    )
+    memory_budget: ByteSize | None = Field(
+        None,
+        description="Host memory loaded models may take ('24GiB'); unset or 'auto' = the "
+        "memory available at start less host_margin.",
+    )
+    host_margin: ByteSize = Field(
+        ByteSize(1 << 30), description="Host memory left free for everything else ('1GiB')."
+    )
+    gpu_margin: ByteSize = Field(
+        ByteSize(1 << 30),
+        description="Memory left free on each GPU when planning offload ('512MiB'); llama.cpp's "
+        "--fit leaves 1 GiB too.",
+    )
     max_tool_calls: int = Field(
         16,
         ge=1,
@@ -228,6 +254,13 @@ class Settings(BaseSettings):
         if seconds is None:
             raise ValueError("keep_alive is required")
         return seconds
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _auto_budget(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "auto", "none"):
+            return None
+        return value
 
     @field_validator("ollama_models", mode="before")
     @classmethod

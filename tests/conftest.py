@@ -76,7 +76,8 @@ MakeGGUF = Callable[..., Path]
 def make_gguf(tmp_path: Path) -> MakeGGUF:
     """A factory writing a tiny llama-shaped GGUF file (Q8_0 + F16 + F32 tensors, ~100 KB).
 
-    `make_gguf(name="a.gguf", seed=0, file_type=7, vocab=300, chat_template=..., arch="llama")`;
+    `make_gguf(name="a.gguf", seed=0, file_type=7, vocab=300, chat_template=..., arch="llama",
+    context_length=256)`;
     different seeds give files with different bytes (and so different digests).
     """
 
@@ -89,13 +90,14 @@ def make_gguf(tmp_path: Path) -> MakeGGUF:
         chat_template: str
         | None = "{% for m in messages %}<|im_start|>{{ m.content }}{% endfor %}",
         arch: str = "llama",
+        context_length: int = 256,
     ) -> Path:
         path = tmp_path / name
         rng = np.random.default_rng(seed)
         embd = 64
         writer = gguf.GGUFWriter(path, arch)
         writer.add_name(f"tiny-{seed}")
-        writer.add_context_length(256)
+        writer.add_context_length(context_length)
         writer.add_embedding_length(embd)
         writer.add_block_count(1)
         writer.add_head_count(4)

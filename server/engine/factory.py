@@ -24,14 +24,20 @@ def start_engine(
 ) -> BatchEngine:
     """Load `path` with `options` (validated against `facts`) and start its worker thread.
 
-    Raises InvalidLoadOptions for option combinations that cannot work, ModelLoadError when
-    llama.cpp refuses the file or the context.
+    `n_gpu_layers: auto` is planned here from the file's header and llama.cpp's devices when the
+    caller has not planned it (the scheduler does). Raises InvalidLoadOptions for option
+    combinations that cannot work, ModelLoadError when llama.cpp refuses the file or the context.
     """
     effective = resolve_options(options, facts, n_ctx_cap=n_ctx_cap)
+    if effective.n_gpu_layers == "auto":
+        layers = auto_gpu_layers(path, effective, n_ctx_cap=n_ctx_cap)
+        effective = effective.model_copy(update={"n_gpu_layers": layers})
     started = time.perf_counter()
-    handles = LlamaHandles(path, effective)
+    # The engine samples one token per slot per step, so llama.cpp need not reserve logits
+    # (n_vocab floats each) for every token of a batch: see docs/MEMORY.md.
+    handles = LlamaHandles(path, effective, n_outputs_max=effective.n_parallel)
     logger.info(
-        "loaded %s in %.2fs: n_ctx=%d per slot x %d slots, kv %s/%s, flash_attn=%s, gpu layers=%d",
+        "loaded %s in %.2fs: n_ctx=%d per slot x %d slots, kv %s/%s, flash_attn=%s, gpu layers=%s",
         label or path.name,
         time.perf_counter() - started,
         handles.n_ctx_seq,
@@ -42,3 +48,25 @@ def start_engine(
         effective.n_gpu_layers,
     )
     return BatchEngine(handles, max_queue=max_queue)
+
+
+def auto_gpu_layers(path: Path, options: LoadOptions, *, n_ctx_cap: int) -> int:
+    """The most layers of the model at `path` that fit the free memory of llama.cpp's offload
+    devices (0, without reading the file, when there is none)."""
+    from server.engine.devices import list_devices
+    from server.engine.memory import plan_memory
+    from server.registry.gguf_info import read_split_gguf_info
+    from server.registry.splits import SPLIT_NAME
+
+    devices = list_devices()
+    if all(device.is_host for device in devices):
+        return 0
+    match = SPLIT_NAME.match(path.name)
+    parts = [path]
+    if match is not None:
+        count = int(match.group("count"))
+        stem = match.group("prefix")
+        parts = [path.with_name(f"{stem}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    info = read_split_gguf_info(parts)
+    plan = plan_memory(info, options, devices, n_ctx_cap=n_ctx_cap, find_max_ctx=False)
+    return plan.n_gpu_layers

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import llama_cpp
 
 from server.engine import llama_log
-from server.engine.options import CACHE_TYPES, UNQUANTIZED_CACHE_TYPES, LoadOptions
+from server.engine.options import (
+    CACHE_TYPES,
+    LoadOptions,
+    ModelFacts,
+    resolve_options,
+)
 from server.errors import InvalidLoadOptions, ModelLoadError
+
+__all__ = ["GGML_TYPES", "LlamaHandles", "ModelFacts", "cache_type_id", "resolve_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,52 +44,14 @@ _backend_lock = threading.Lock()
 _backend_ready = False
 
 
-def _ensure_backend() -> None:
+def ensure_backend() -> None:
+    """Route llama.cpp's log to Python logging and initialise its backends (once)."""
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
             llama_log.install()
             llama_cpp.llama_backend_init()
             _backend_ready = True
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What validation needs to know about a model file (from its GGUF header)."""
-
-    n_ctx_train: int
-    n_layer: int
-
-
-def resolve_options(options: LoadOptions, facts: ModelFacts, *, n_ctx_cap: int) -> LoadOptions:
-    """Validate `options` against the model and return the effective options.
-
-    Raises InvalidLoadOptions with a message that says what to change.
-    """
-    changes: dict[str, Any] = {}
-    if options.type_v not in UNQUANTIZED_CACHE_TYPES:
-        if options.flash_attn == "off":
-            raise InvalidLoadOptions(
-                f"a quantized V cache (type_v={options.type_v}) needs flash attention: "
-                "set flash_attn to 'on' (or use type_v f16)",
-                param="type_v",
-            )
-        changes["flash_attn"] = "on"
-    if options.n_ctx == 0:
-        changes["n_ctx"] = min(facts.n_ctx_train, n_ctx_cap) if facts.n_ctx_train else n_ctx_cap
-    elif facts.n_ctx_train and options.n_ctx > facts.n_ctx_train:
-        raise InvalidLoadOptions(
-            f"n_ctx={options.n_ctx} is above the model's trained context length "
-            f"{facts.n_ctx_train}; use at most {facts.n_ctx_train} (or 0 for the trained length)",
-            param="n_ctx",
-        )
-    if options.n_gpu_layers > facts.n_layer:
-        changes["n_gpu_layers"] = -1
-    if options.n_ubatch > options.n_batch:
-        changes["n_ubatch"] = options.n_batch
-    if options.n_threads == 0:
-        changes["n_threads"] = os.cpu_count() or 1
-    return options.model_copy(update=changes) if changes else options
 
 
 def cache_type_id(name: str) -> int:
@@ -106,7 +72,7 @@ def check_loadable(path: Path) -> None:
 
     Raises ModelLoadError with llama.cpp's reason.
     """
-    _ensure_backend()
+    ensure_backend()
     params = llama_cpp.llama_model_default_params()
     params.no_alloc = True
     params.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE  # a no_alloc load maps nothing
@@ -124,8 +90,24 @@ def _reason(log: llama_log.CapturedLog) -> str:
 class LlamaHandles:
     """Owns a llama_model and one llama_context built from effective LoadOptions."""
 
-    def __init__(self, path: Path, options: LoadOptions, *, embeddings: bool = False) -> None:
-        _ensure_backend()
+    def __init__(
+        self,
+        path: Path,
+        options: LoadOptions,
+        *,
+        embeddings: bool = False,
+        n_outputs_max: int = 0,
+    ) -> None:
+        """Load `path` and create its context.
+
+        `n_gpu_layers` must be a count here (the memory plan resolves `auto`). `n_outputs_max`
+        bounds the logits rows of one decode (0: llama.cpp's default, n_batch); the compute
+        buffer holds that many rows of n_vocab floats, so an engine that samples one token per
+        slot passes its slot count. Raises InvalidLoadOptions, ModelLoadError.
+        """
+        if not isinstance(options.n_gpu_layers, int):
+            raise InvalidLoadOptions("n_gpu_layers must be resolved to a count before loading")
+        ensure_backend()
         self.options = options
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = options.n_gpu_layers
@@ -158,6 +140,8 @@ class LlamaHandles:
         cparams.type_k = cache_type_id(options.type_k)
         cparams.type_v = cache_type_id(options.type_v)
         cparams.kv_unified = False  # per-slot streams: faster when prompts do not share a prefix
+        cparams.swa_full = options.swa_full
+        cparams.n_outputs_max = n_outputs_max
         cparams.no_perf = True
         cparams.embeddings = embeddings
         if embeddings:

@@ -17,7 +17,7 @@ from pathlib import Path
 import llama_cpp
 
 from server.engine.llama_log import route as _route_llama_log
-from server.engine.loader import _ensure_backend
+from server.engine.loader import ensure_backend
 from server.errors import GGUFServeError, InvalidRequest
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class LlamaQuantizer:
             raise InvalidRequest(
                 f"cannot quantize to {quant!r}; supported: {', '.join(sorted(QUANT_FTYPES))}"
             )
-        _ensure_backend()
+        ensure_backend()
         params = llama_cpp.llama_model_quantize_default_params()
         params.nthread = self.n_threads
         params.ftype = ftype

@@ -1,32 +1,53 @@
 """Facts about a GGUF file read from its header alone, and the refusal of files that are not GGUF.
 
-The weights are memory-mapped by `gguf.GGUFReader`, never read. Our own checks run first so a
-wrong, empty or truncated file fails with `InvalidModelFile` and a sentence a user can act on,
-instead of an IndexError from deep inside the reader or a crash inside llama.cpp.
+The file is memory-mapped and only its header is parsed (gguf_header); the weights are never
+read. Our own checks run first so a wrong, empty or truncated file fails with `InvalidModelFile`
+and a sentence a user can act on, instead of a crash inside llama.cpp.
 """
 
 from __future__ import annotations
 
+import mmap
+import re
 import struct
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
-import gguf
 from pydantic import BaseModel, ConfigDict
 
 from server.errors import InvalidModelFile
+from server.registry.gguf_header import (
+    CorruptHeader,
+    Header,
+    HeaderTooShort,
+    TensorEntry,
+    parse_header,
+)
 from server.registry.humanize import human_number
 from server.registry.tags import FILE_TYPE_LABELS
 
 # Bump when the meaning of a field changes, so summaries cached in config blobs get re-read.
-INFO_VERSION = 1
+INFO_VERSION = 3
 
 _MAGIC = b"GGUF"
 _SUPPORTED_VERSIONS = (2, 3)
 _HEADER = struct.Struct("<4sIQQ")  # magic, version, tensor count, metadata count
-_SHORT_ARRAY = 256  # arrays up to this length are kept in `metadata`; longer ones only by length
+_BLOCK_TENSOR = re.compile(r"^blk\.(\d+)\.")
+_EXPERTS = re.compile(r"_(ch)?exps\.")  # stacked MoE expert tensors (ffn_up_exps, ffn_down_chexps)
+
+
+class TensorSizes(BaseModel):
+    """Bytes of the tensor table grouped as a memory plan needs them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    layers: list[int] = []  # bytes of `blk.<i>.*` per layer i
+    experts: list[int] = []  # of which stacked MoE experts, per layer
+    matrices: list[dict[str, int]] = []  # of which weight matrices (2-D and up), by type, per layer
+    other: dict[str, int] = {}  # tensors outside the blocks (token_embd, output, norms), by name
+    other_types: dict[str, str] = {}  # their types
 
 
 class GGUFInfo(BaseModel):
@@ -51,6 +72,7 @@ class GGUFInfo(BaseModel):
     tensor_count: int
     tensor_types: dict[str, int]
     tensor_bytes: int
+    tensor_sizes: TensorSizes = TensorSizes()
     size_bytes: int
     metadata: dict[str, Any]
     array_lengths: dict[str, int]
@@ -65,10 +87,10 @@ def read_gguf_info(path: str | Path, *, label: str | Path | None = None) -> GGUF
     """
     file = Path(path)
     shown = label or file
-    reader, size = _open_reader(file, shown)
-    if not reader.tensors:
+    header, size = _open_header(file, shown)
+    if not header.tensors:
         raise InvalidModelFile(f"{shown} holds no tensors (a vocabulary-only file?)")
-    return _summarise(shown, reader, list(reader.tensors), size)
+    return _summarise(PurePath(shown), header, header.tensors, size)
 
 
 def read_split_gguf_info(paths: Sequence[str | Path]) -> GGUFInfo:
@@ -82,22 +104,29 @@ def read_split_gguf_info(paths: Sequence[str | Path]) -> GGUFInfo:
         raise InvalidModelFile("no GGUF files given")
     if len(files) == 1:
         return read_gguf_info(files[0])
-    opened = [_open_reader(file) for file in files]
-    first = opened[0][0]
-    count = first.fields.get("split.count")
-    declared = int(count.parts[count.data[0]][0]) if count is not None else None
-    if declared != len(files):
-        raise InvalidModelFile(
-            f"{files[0].name} declares {declared or 1} split parts but {len(files)} were given"
-        )
-    tensors = [tensor for reader, _ in opened for tensor in reader.tensors]
+    return info_from_headers(files[0], [_open_header(file) for file in files])
+
+
+def info_from_headers(first: PurePath, parts: Sequence[tuple[Header, int]]) -> GGUFInfo:
+    """Header facts from already parsed headers and their file sizes (one part or a split).
+
+    `first` names the model in messages. Raises InvalidModelFile.
+    """
+    header = parts[0][0]
+    if len(parts) > 1:
+        declared = header.metadata.get("split.count")
+        if declared != len(parts):
+            raise InvalidModelFile(
+                f"{first.name} declares {declared or 1} split parts but {len(parts)} were given"
+            )
+    tensors = [tensor for part, _ in parts for tensor in part.tensors]
     if not tensors:
-        raise InvalidModelFile(f"the {len(files)} parts starting at {files[0]} hold no tensors")
-    return _summarise(files[0], first, tensors, sum(size for _, size in opened))
+        raise InvalidModelFile(f"{first} holds no tensors (a vocabulary-only file?)")
+    return _summarise(first, header, tensors, sum(size for _, size in parts))
 
 
-def _open_reader(file: Path, shown: str | Path | None = None) -> tuple[gguf.GGUFReader, int]:
-    """A reader over `file` after our own header checks, and the file size; errors name the
+def _open_header(file: Path, shown: str | Path | None = None) -> tuple[Header, int]:
+    """The parsed header of `file` after our own checks, and the file size; errors name the
     file `shown` (default: `file`).
 
     Raises InvalidModelFile.
@@ -105,36 +134,42 @@ def _open_reader(file: Path, shown: str | Path | None = None) -> tuple[gguf.GGUF
     size = check_header(file, label=shown)
     file_shown = shown or file
     try:
-        reader = gguf.GGUFReader(file)
-    except Exception as exc:  # the reader fails in many ways on bad input; all mean the same
+        with file.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            header = parse_header(m)
+    except (HeaderTooShort, CorruptHeader) as exc:
         raise InvalidModelFile(
             f"{file_shown} is truncated or corrupt ({size} bytes); "
             f"reading its header failed: {_one_line(exc)}"
         ) from exc
-    if reader.tensors:
-        data_end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
-        if data_end > size:
-            raise InvalidModelFile(
-                f"{file_shown} is truncated: its tensors end at byte {data_end} "
-                f"but the file has {size} bytes"
-            )
-    return reader, size
+    except OSError as exc:
+        raise InvalidModelFile(f"cannot read {file_shown}: {exc.strerror or exc}") from exc
+    check_data_end(PurePath(file_shown), header, size)
+    return header, size
+
+
+def check_data_end(file: PurePath, header: Header, size: int) -> None:
+    """Raises InvalidModelFile when the tensors end past the end of the file."""
+    if header.tensors and header.data_end > size:
+        raise InvalidModelFile(
+            f"{file} is truncated: its tensors end at byte {header.data_end} "
+            f"but the file has {size} bytes"
+        )
 
 
 def _summarise(
-    file: str | Path, reader: gguf.GGUFReader, tensors: list[Any], size: int
+    file: PurePath, header: Header, tensors: Sequence[TensorEntry], size: int
 ) -> GGUFInfo:
-    """GGUFInfo from the metadata of `reader` and the given tensors. Raises InvalidModelFile."""
-    metadata, array_lengths = _metadata(reader)
+    """GGUFInfo from the metadata of `header` and the given tensors. Raises InvalidModelFile."""
+    metadata, array_lengths = header.metadata, header.array_lengths
     arch = metadata.get("general.architecture")
     if not isinstance(arch, str) or not arch:
         raise InvalidModelFile(f"{file} has no general.architecture; it is not a model file")
 
-    params = sum(int(t.n_elements) for t in tensors)
-    tensor_bytes = sum(int(t.n_bytes) for t in tensors)
+    params = sum(t.n_elements for t in tensors)
+    tensor_bytes = sum(t.n_bytes for t in tensors)
     file_type = _int(metadata.get("general.file_type"))
     return GGUFInfo(
-        gguf_version=int(reader.fields["GGUF.version"].parts[-1][0]),
+        gguf_version=header.version,
         architecture=arch,
         name=_str(metadata.get("general.name")),
         parameter_count=params,
@@ -149,11 +184,43 @@ def _summarise(
         embedding_length=_int(metadata.get(f"{arch}.embedding_length")),
         chat_template=_str(metadata.get("tokenizer.chat_template")),
         tensor_count=len(tensors),
-        tensor_types=dict(Counter(t.tensor_type.name for t in tensors).most_common()),
+        tensor_types=dict(Counter(t.type_name for t in tensors).most_common()),
         tensor_bytes=tensor_bytes,
+        tensor_sizes=_tensor_sizes(tensors),
         size_bytes=size,
         metadata=metadata,
         array_lengths=array_lengths,
+    )
+
+
+def _tensor_sizes(tensors: Sequence[TensorEntry]) -> TensorSizes:
+    """Bytes per block and outside the blocks, from each tensor's stored size."""
+    layers: dict[int, int] = {}
+    experts: dict[int, int] = {}
+    matrices: dict[int, dict[str, int]] = {}
+    other: dict[str, int] = {}
+    other_types: dict[str, str] = {}
+    for tensor in tensors:
+        match = _BLOCK_TENSOR.match(tensor.name)
+        n = tensor.n_bytes
+        if match is None:
+            other[tensor.name] = other.get(tensor.name, 0) + n
+            other_types[tensor.name] = tensor.type_name
+            continue
+        i = int(match.group(1))
+        layers[i] = layers.get(i, 0) + n
+        if _EXPERTS.search(tensor.name):
+            experts[i] = experts.get(i, 0) + n
+        if len(tensor.shape) >= 2:
+            by_type = matrices.setdefault(i, {})
+            by_type[tensor.type_name] = by_type.get(tensor.type_name, 0) + n
+    count = max(layers) + 1 if layers else 0
+    return TensorSizes(
+        layers=[layers.get(i, 0) for i in range(count)],
+        experts=[experts.get(i, 0) for i in range(count)],
+        matrices=[matrices.get(i, {}) for i in range(count)],
+        other=other,
+        other_types=other_types,
     )
 
 
@@ -191,40 +258,17 @@ def check_header(path: str | Path, *, label: str | Path | None = None) -> int:
     return size
 
 
-def _metadata(reader: gguf.GGUFReader) -> tuple[dict[str, Any], dict[str, int]]:
-    """Scalar and short-array metadata, plus the length of every array."""
-    metadata: dict[str, Any] = {}
-    lengths: dict[str, int] = {}
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or not field.types:
-            continue
-        if field.types[0] == gguf.GGUFValueType.ARRAY:
-            lengths[key] = len(field.data)
-            nested = len(field.types) > 2 and field.types[1] == gguf.GGUFValueType.ARRAY
-            if len(field.data) <= _SHORT_ARRAY and not nested:
-                metadata[key] = [_value(field.types[-1], field.parts[i]) for i in field.data]
-        else:
-            metadata[key] = _value(field.types[0], field.parts[field.data[0]])
-    return metadata, lengths
-
-
-def _value(kind: gguf.GGUFValueType, part: Any) -> Any:
-    if kind == gguf.GGUFValueType.STRING:
-        return bytes(part).decode("utf-8", errors="replace")
-    return part[0].item()
-
-
-def _quant_label(file_type: int | None, tensors: list[Any]) -> str:
+def _quant_label(file_type: int | None, tensors: Sequence[TensorEntry]) -> str:
     """llama.cpp's name for `general.file_type`; else the type holding most weight elements."""
     if file_type is not None and file_type in FILE_TYPE_LABELS:
         return FILE_TYPE_LABELS[file_type]
     weights: Counter[str] = Counter()
     for tensor in tensors:
         if len(tensor.shape) >= 2:  # 1-D tensors (norms, biases) stay F32 whatever the quant
-            weights[tensor.tensor_type.name] += int(tensor.n_elements)
+            weights[tensor.type_name] += tensor.n_elements
     if not weights:
         for tensor in tensors:
-            weights[tensor.tensor_type.name] += int(tensor.n_elements)
+            weights[tensor.type_name] += tensor.n_elements
     return weights.most_common(1)[0][0]
 
 

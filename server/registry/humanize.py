@@ -66,3 +66,22 @@ def _duration(seconds: int) -> str:
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
     return f"{seconds // 3600 // 24 // 365} years"
+
+
+def human_until(when: datetime, now: datetime | None = None) -> str:
+    """How long until, as `ollama ps` shows expiry: "4 minutes from now", "Forever"."""
+    current = now or datetime.now(UTC)
+    seconds = int((when - current).total_seconds())
+    if seconds > 100 * 365 * 24 * 3600:
+        return "Forever"
+    if seconds < 0:
+        return "Stopping..."
+    return f"{_duration(seconds)} from now"
+
+
+def binary_bytes(size: int) -> str:
+    """Sizes in the binary units llama.cpp and nvidia-smi use: "720.0 MiB", "14.2 GiB"."""
+    for shift, unit in ((40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if size >= 1 << shift:
+            return f"{size / (1 << shift):.1f} {unit}"
+    return f"{size} B"

@@ -20,6 +20,7 @@ from server.registry.gguf_info import GGUFInfo, read_gguf_info, read_split_gguf_
 from server.registry.quantized import Quantizer, quantize_model
 from server.registry.sources import (
     ProgressCallback,
+    RemoteHeader,
     Source,
     choose_source,
     choose_url_source,
@@ -198,6 +199,21 @@ class Registry:
             target = parse_name(as_name) if as_name is not None else canonical
         log.info("pulling %s from %s", target, source.describe())
         return source.pull(self.store, target, progress or ignore_progress)
+
+    def remote_header(self, name: str, *, insecure: bool = False) -> RemoteHeader:
+        """Header facts of `name` (a model name or an http(s) URL) from where it would be pulled
+        from, read with HTTP ranges: a few MB at most, never the weights.
+
+        Raises InvalidName, ModelNotFound, PullError, InvalidModelFile, InvalidRequest (a source
+        that cannot be read in part).
+        """
+        source: Source
+        if is_url(name):
+            source = choose_url_source(name, insecure=insecure)
+        else:
+            _, source = choose_source(self.settings, parse_name(name), insecure=insecure)
+        log.info("reading the GGUF header of %s from %s", name, source.describe())
+        return source.read_header()
 
     def remove(self, name: str) -> ModelName:
         """Delete a model and the blobs only it used.

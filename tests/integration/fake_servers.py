@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import gguf
@@ -47,6 +47,7 @@ class Route:
     etag: str | None = None
     drop_after: list[int] = field(default_factory=list)  # one entry per GET to break, in order
     delay: float = 0.0  # seconds between 64 KiB chunks (to make two pulls overlap)
+    ranges: bool = True  # False: ignore Range and send the whole body with 200
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -63,6 +64,7 @@ class LoopbackServer:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.seen: list[Seen] = []
+        self.bytes_sent = 0  # response body bytes written, every request together
         self.not_found_headers: dict[str, str] = {}
         self._lock = threading.Lock()
         server = self
@@ -93,6 +95,12 @@ class LoopbackServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def requests_to(self, path: str, method: str = "GET") -> list[Seen]:
         with self._lock:
             return [s for s in self.seen if s.path == path and s.method == method]
@@ -122,11 +130,13 @@ class LoopbackServer:
         if route.status != 200:
             self._send(handler, route.status, route.body, route.content_type, head)
             return
-        body, start = route.body, 0
+        body, start, stop = route.body, 0, len(route.body)
         ranged = handler.headers.get("Range")
         if_range = handler.headers.get("If-Range")
-        if ranged and (if_range is None or if_range == route.etag):
-            start = int(ranged.removeprefix("bytes=").split("-", 1)[0])
+        if ranged and route.ranges and (if_range is None or if_range == route.etag):
+            first, _, last = ranged.removeprefix("bytes=").partition("-")
+            start = int(first)
+            stop = min(int(last) + 1, len(body)) if last else len(body)
             if start >= len(body):
                 handler.send_response(416)
                 handler.send_header("Content-Range", f"bytes */{len(body)}")
@@ -134,22 +144,25 @@ class LoopbackServer:
                 handler.end_headers()
                 return
             handler.send_response(206)
-            handler.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            handler.send_header("Content-Range", f"bytes {start}-{stop - 1}/{len(body)}")
         else:
             handler.send_response(200)
         handler.send_header("Content-Type", route.content_type)
-        handler.send_header("Content-Length", str(len(body) - start))
+        handler.send_header("Content-Length", str(stop - start))
         handler.send_header("Accept-Ranges", "bytes")
         if route.etag:
             handler.send_header("ETag", route.etag)
         handler.end_headers()
         if head:
             return
-        end = len(body) if drop is None else min(len(body), start + drop)
+        end = stop if drop is None else min(stop, start + drop)
         step = 1 << 16
         try:
             for offset in range(start, end, step):
-                handler.wfile.write(body[offset : min(offset + step, end)])
+                piece = body[offset : min(offset + step, end)]
+                handler.wfile.write(piece)
+                with self._lock:
+                    self.bytes_sent += len(piece)
                 if route.delay:
                     time.sleep(route.delay)
             handler.wfile.flush()

@@ -68,8 +68,11 @@ def engine() -> FakeEngine:
 def client(tmp_home: Path, make_gguf: MakeGGUF, engine: FakeEngine) -> Iterator[TestClient]:
     settings = load_settings(home=tmp_home, default_model=MODEL)
     registry = Registry(settings)
-    registry.import_file(make_gguf(), MODEL)
-    registry.import_file(make_gguf("other.gguf", seed=1), "hf.co/someone/Some-Repo-GGUF:Q8_0")
+    # a trained context long enough for every num_ctx the tests ask for (plans check it)
+    registry.import_file(make_gguf(context_length=32768), MODEL)
+    registry.import_file(
+        make_gguf("other.gguf", seed=1, context_length=32768), "hf.co/someone/Some-Repo-GGUF:Q8_0"
+    )
     app = create_app(settings, registry=registry, engine_factory=fake_factory(engine))  # type: ignore[arg-type]
     with TestClient(app, base_url="http://localhost") as test_client:  # a Host the edge serves
         deadline = time.monotonic() + 5

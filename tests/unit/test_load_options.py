@@ -51,6 +51,21 @@ def test_gpu_layers_above_layer_count_means_all() -> None:
     assert resolve(n_gpu_layers=-1).n_gpu_layers == -1
 
 
+def test_gpu_layers_default_to_auto_which_the_plan_resolves() -> None:
+    assert LoadOptions().n_gpu_layers == "auto"
+    assert resolve().n_gpu_layers == "auto"  # validation leaves it to the memory plan
+    assert LoadOptions.model_validate({"n_gpu_layers": "auto"}).n_gpu_layers == "auto"
+    with pytest.raises(ValidationError):
+        LoadOptions.model_validate({"n_gpu_layers": "most"})
+
+
+def test_ollama_num_gpu_minus_one_means_auto() -> None:
+    from server.api.ollama.options import split_options
+
+    assert split_options({"num_gpu": -1}).load == {"n_gpu_layers": "auto"}
+    assert split_options({"num_gpu": 12}).load == {"n_gpu_layers": 12}
+
+
 def test_threads_zero_means_all_cores_and_ubatch_fits_batch() -> None:
     assert resolve(n_threads=0).n_threads == (os.cpu_count() or 1)
     assert resolve(n_batch=128, n_ubatch=512).n_ubatch == 128

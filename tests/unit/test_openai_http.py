@@ -259,7 +259,7 @@ def test_health_is_503_while_the_default_model_loads(tmp_home: Path, make_gguf: 
 
     settings = load_settings(home=tmp_home, default_model=MODEL)
     registry = Registry(settings)
-    registry.import_file(make_gguf(), MODEL)
+    registry.import_file(make_gguf(context_length=32768), MODEL)
     app = create_app(settings, registry=registry, engine_factory=slow_factory)
     with TestClient(app, base_url="http://localhost") as c:
         r = c.get("/health")

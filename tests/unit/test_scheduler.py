@@ -1,4 +1,8 @@
-"""ModelManager: one load per model, keep_alive, eviction under max_loaded_models."""
+"""ModelManager: one load per model, keep_alive, eviction under max_loaded_models and memory.
+
+A fake engine stands in for llama.cpp here; tests/integration/test_scheduling_memory.py runs
+the same rules with two real engines.
+"""
 
 from __future__ import annotations
 
@@ -40,8 +44,8 @@ class CountingFactory:
 @pytest.fixture
 def registry(tmp_home: Path, make_gguf: MakeGGUF) -> Registry:
     reg = Registry(load_settings(home=tmp_home))
-    reg.import_file(make_gguf("a.gguf", seed=1), "alpha:1b")
-    reg.import_file(make_gguf("b.gguf", seed=2), "beta:1b")
+    reg.import_file(make_gguf("a.gguf", seed=1, context_length=32768), "alpha:1b")
+    reg.import_file(make_gguf("b.gguf", seed=2, context_length=32768), "beta:1b")
     return reg
 
 
@@ -203,6 +207,30 @@ def test_a_model_its_check_refuses_unloads_nothing(registry: Registry) -> None:
     asyncio.run(main())
 
 
+def plan_total(registry: Registry, name: str, **settings: object) -> int:
+    mm = manager(registry, CountingFactory(delay=0), **settings)
+    from server.planning import PlanTarget
+
+    resolved = registry.resolve(name)
+    target = PlanTarget(resolved.name, resolved.info, "store")
+    return mm.budget.check_alone(target, mm.options_for(resolved, None)).total
+
+
+def test_models_that_fit_together_stay_loaded_together(registry: Registry) -> None:
+    factory = CountingFactory(delay=0)
+    budget = 3 * plan_total(registry, "alpha:1b")
+
+    async def main() -> None:
+        mm = manager(registry, factory, memory_budget=budget)
+        (await mm.acquire("alpha:1b")).release()
+        (await mm.acquire("beta:1b")).release()
+        assert sorted(m.name for m in mm.loaded()) == ["alpha:1b", "beta:1b"]
+        assert all(m.plan is not None and m.plan.fits for m in mm.loaded())
+        await mm.close()
+
+    asyncio.run(main())
+
+
 def test_a_failed_load_brings_back_the_model_it_unloaded(registry: Registry) -> None:
     factory = FailingFactory(broken={"beta:1b"})
 
@@ -241,6 +269,42 @@ def test_a_failed_reload_with_new_options_brings_back_the_old_ones(registry: Reg
             await mm.acquire("alpha:1b", overrides={"n_ctx": 1024})
         [alpha] = mm.loaded()
         assert alpha.options.n_ctx == load_settings().load.n_ctx
+        await mm.close()
+
+    asyncio.run(main())
+
+
+def test_a_budget_for_one_model_evicts_the_least_recently_used(registry: Registry) -> None:
+    factory = CountingFactory(delay=0)
+    budget = plan_total(registry, "alpha:1b") * 3 // 2
+
+    async def main() -> None:
+        mm = manager(registry, factory, memory_budget=budget)
+        (await mm.acquire("alpha:1b")).release()
+        (await mm.acquire("beta:1b")).release()
+        assert [m.name for m in mm.loaded()] == ["beta:1b"]
+        assert factory.engines[0].closed and not factory.engines[1].closed
+        await mm.close()
+
+    asyncio.run(main())
+
+
+def test_what_cannot_fit_alone_is_refused_and_nothing_is_unloaded(registry: Registry) -> None:
+    from server.errors import InsufficientMemory
+
+    factory = CountingFactory(delay=0)
+    budget = plan_total(registry, "alpha:1b") * 3 // 2
+
+    async def main() -> None:
+        mm = manager(registry, factory, memory_budget=budget)
+        (await mm.acquire("alpha:1b")).release()
+        with pytest.raises(InsufficientMemory) as caught:
+            await mm.acquire("beta:1b", overrides={"n_ctx": 32768})
+        message = caught.value.message
+        assert "beta:1b needs" in message and "available for models" in message
+        assert "at most" in message  # the context that would fit
+        assert [m.name for m in mm.loaded()] == ["alpha:1b"]
+        assert not factory.engines[0].closed and len(factory.loads) == 1
         await mm.close()
 
     asyncio.run(main())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -22,11 +23,14 @@ from server.api.ollama.protocol import (
     ShowResponse,
     TagsResponse,
 )
-from server.errors import ChecksumMismatch, InvalidRequest
+from server.errors import ChecksumMismatch, GGUFServeError, InvalidRequest
+from server.planning import Planner, PlanTarget
 from server.registry import GGUFInfo, ModelRecord, PullProgress, Registry
 from server.registry.layers import ModelExtras, create_model, extras_of, read_extras
 from server.registry.manifest import is_digest
 from server.scheduler import ModelManager
+
+logger = logging.getLogger(__name__)
 
 _ENCODERS = frozenset({"bert", "nomic-bert", "jina-bert-v2", "t5encoder", "modern-bert"})
 _FOREVER = datetime(2318, 1, 1, tzinfo=UTC)  # Ollama shows a far-future expiry for keep_alive < 0
@@ -78,9 +82,10 @@ def _modelfile(name: str, path: str, extras: ModelExtras) -> str:
 class OllamaModels:
     """Model management for the Ollama routes."""
 
-    def __init__(self, registry: Registry, manager: ModelManager) -> None:
+    def __init__(self, registry: Registry, manager: ModelManager, planner: Planner) -> None:
         self.registry = registry
         self.manager = manager
+        self.planner = planner
 
     def _listed(self, record: ModelRecord) -> ListedModel:
         info = self.registry.info(record)
@@ -111,6 +116,12 @@ class OllamaModels:
             for key in info.array_lengths:
                 model_info[key] = None  # large arrays (token lists), as Ollama without verbose
             model_info["general.parameter_count"] = info.parameter_count
+            target = PlanTarget(resolved.name, info, "store", None, resolved.load_overrides)
+            try:
+                plan = self.planner.plan(target, self.planner.options(target, None))
+            except GGUFServeError as exc:  # e.g. defaults this model cannot take: no plan
+                logger.info("no memory plan for %s: %s", resolved.name, exc.message)
+                plan = None
             return ShowResponse(
                 license=extras.license or "",
                 modelfile=_modelfile(resolved.name, str(resolved.path), extras),
@@ -121,6 +132,7 @@ class OllamaModels:
                 model_info=model_info,
                 capabilities=capabilities(info),
                 modified_at=_iso(resolved.modified_at),
+                plan=plan,
             )
 
         return await asyncio.to_thread(build)
@@ -135,14 +147,9 @@ class OllamaModels:
                 expires = _FOREVER
             else:  # in use: it expires keep_alive after the last request ends
                 expires = datetime.now(UTC) + timedelta(seconds=loaded.keep_alive)
-            size = resolved.size + _kv_bytes(
-                resolved.info,
-                loaded.options.n_ctx,
-                loaded.options.n_parallel,
-                loaded.options.type_k,
-                loaded.options.type_v,
-            )
-            gpu = loaded.options.n_gpu_layers
+            plan = loaded.plan
+            size = plan.total if plan is not None else resolved.size
+            vram = plan.offloaded if plan is not None else 0
             models.append(
                 RunningModel(
                     name=resolved.name,
@@ -151,8 +158,12 @@ class OllamaModels:
                     digest=resolved.digest,
                     details=details_of(resolved.info),
                     expires_at=_iso(expires),
-                    size_vram=size if gpu == -1 else 0,
+                    size_vram=vram,
                     context_length=loaded.engine.n_ctx_slot,
+                    kv_type_k=loaded.options.type_k,
+                    kv_type_v=loaded.options.type_v,
+                    parallel=loaded.options.n_parallel,
+                    gpu_layers=plan.n_gpu_layers if plan is not None else None,
                 )
             )
         return PsResponse(models=models)
@@ -246,29 +257,6 @@ class OllamaModels:
             raise InvalidRequest(
                 f"the uploaded bytes do not match {digest}", param="digest"
             ) from None
-
-
-def _kv_bytes(info: GGUFInfo, n_ctx: int, n_parallel: int, type_k: str, type_v: str) -> int:
-    """The KV cache size llama.cpp allocates for this context (per-element sizes of the cache types)."""
-    per = {
-        "f32": 4.0,
-        "f16": 2.0,
-        "bf16": 2.0,
-        "q8_0": 34 / 32,
-        "q4_0": 18 / 32,
-        "q4_1": 20 / 32,
-        "iq4_nl": 18 / 32,
-        "q5_0": 22 / 32,
-        "q5_1": 24 / 32,
-    }
-    layers = info.block_count or 0
-    heads, kv_heads, embd = (
-        info.head_count or 1,
-        info.head_count_kv or info.head_count or 1,
-        info.embedding_length or 0,
-    )
-    width = embd // heads * kv_heads
-    return int(layers * n_ctx * n_parallel * width * (per.get(type_k, 2.0) + per.get(type_v, 2.0)))
 
 
 async def _run_with_progress(

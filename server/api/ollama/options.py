@@ -168,12 +168,9 @@ def split_options(
         ) from None
     if parsed.mirostat:
         raise UnsupportedFeature("mirostat sampling is not supported", param="options.mirostat")
-    if (
-        "n_gpu_layers" in load
-        and isinstance(load["n_gpu_layers"], int)
-        and load["n_gpu_layers"] < -1
-    ):
-        load["n_gpu_layers"] = -1
+    gpu = load.get("n_gpu_layers")
+    if isinstance(gpu, int) and not isinstance(gpu, bool) and gpu < 0:
+        load["n_gpu_layers"] = "auto"  # Ollama's num_gpu -1: "set dynamically"
     return SplitOptions(load=load, runtime=parsed)
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from server.api.limits import MAX_EMBED_INPUTS, MAX_MESSAGES, MAX_PARTS, MAX_TOOLS
+from server.engine.memory import MemoryPlan
 
 Format = Literal["", "json"] | dict[str, Any] | None
 KeepAlive = float | int | str | None
@@ -170,12 +171,17 @@ class TagsResponse(BaseModel):
 class RunningModel(BaseModel):
     name: str
     model: str
-    size: int
+    size: int = Field(description="Bytes the model holds, from its memory plan.")
     digest: str
     details: ModelDetails
     expires_at: str
-    size_vram: int
+    size_vram: int = Field(description="Of which on GPUs (and RPC servers).")
     context_length: int
+    # gguf-serve's own (Ollama clients ignore them)
+    kv_type_k: str | None = None
+    kv_type_v: str | None = None
+    parallel: int | None = Field(None, description="Slots (requests decoded together).")
+    gpu_layers: int | None = Field(None, description="Layers offloaded (llama.cpp's count).")
 
 
 class PsResponse(BaseModel):
@@ -192,6 +198,9 @@ class ShowResponse(BaseModel):
     model_info: dict[str, Any]
     capabilities: list[str]
     modified_at: str
+    plan: MemoryPlan | None = Field(
+        None, description="gguf-serve's memory plan at the model's default load settings."
+    )
 
 
 class OutMessage(BaseModel):

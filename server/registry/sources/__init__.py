@@ -11,6 +11,7 @@ from server.errors import InvalidName
 from server.registry.catalog import find_in_catalog
 from server.registry.manifest import is_digest
 from server.registry.sources.base import ProgressCallback, PullProgress, Source, ignore_progress
+from server.registry.sources.header import RemoteHeader
 from server.registry.sources.huggingface import HuggingFaceSource, is_hf_name
 from server.registry.sources.ollama import OllamaRegistrySource
 from server.registry.sources.pip import PipWheelSource
@@ -24,6 +25,7 @@ __all__ = [
     "PipWheelSource",
     "ProgressCallback",
     "PullProgress",
+    "RemoteHeader",
     "Source",
     "UrlSource",
     "choose_source",

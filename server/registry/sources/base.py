@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from server.registry.sources.header import RemoteHeader
 from server.registry.store import ModelRecord, Store
 from server.registry.tags import ModelName
 
@@ -41,4 +42,11 @@ class Source(Protocol):
 
     def pull(self, store: Store, name: ModelName, progress: ProgressCallback) -> ModelRecord:
         """Fetch, verify and store the model under `name`. Raises PullError and its subclasses."""
+        ...
+
+    def read_header(self) -> RemoteHeader:
+        """The model's GGUF header facts, read without downloading the weights.
+
+        Raises ModelNotFound, PullError, InvalidModelFile, InvalidRequest (not possible here).
+        """
         ...

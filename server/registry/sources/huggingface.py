@@ -15,6 +15,7 @@ from server.registry.manifest import SourceInfo
 from server.registry.sources.base import ProgressCallback, PullProgress, pulling_status
 from server.registry.sources.download import BlobFetch, Downloader
 from server.registry.sources.gguf_blobs import fetch_gguf
+from server.registry.sources.header import RangeReader, RemoteFile, RemoteHeader
 from server.registry.sources.hf_files import HubFile, choose_gguf
 from server.registry.sources.transport import check_url, new_client
 from server.registry.store import ModelRecord, Store
@@ -98,6 +99,31 @@ class HuggingFaceSource:
         record = store.add_model(name, models[0], info, source, tuple(models[1:]))
         progress(PullProgress("success"))
         return record
+
+    def read_header(self) -> RemoteHeader:
+        """The GGUF header of the file (or split parts) the tag names, read with HTTP ranges.
+
+        Raises ModelNotFound, PullError, InvalidModelFile.
+        """
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]
+
+        check_url(self.endpoint, insecure=self.insecure)
+        files, revision = self._list_files()
+        chosen = choose_gguf(files, self.name.tag, self.repo)
+        headers = build_hf_headers(token=self.token, library_name="gguf-serve")
+        remote = [
+            RemoteFile(
+                hf_hub_url(self.repo, f.path, revision=revision, endpoint=self.endpoint),
+                headers,
+                f.size,
+            )
+            for f in chosen
+        ]
+        with new_client() as client:
+            reader = RangeReader(client, insecure=self.insecure)
+            info = reader.info(remote, chosen[0].path)
+        return RemoteHeader(info, self.describe(), [f.path for f in chosen], reader.bytes_read)
 
     def _list_files(self) -> tuple[list[HubFile], str]:
         """The repo's files with sizes and LFS sha256, and the commit they belong to."""

