@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import __version__
-from server.api import system
+from server.api import insight, system
 from server.api.errors import describe_validation, headers_for, status_for
 from server.api.json_body import AssumeJSONMiddleware
 from server.api.lifecycle import Lifecycle
@@ -149,6 +149,7 @@ def create_app(
     app.add_middleware(AssumeJSONMiddleware)
     _install_error_handlers(app)
     app.include_router(system.router)
+    app.include_router(insight.router)
     app.include_router(openai_routes.router)
     app.include_router(ollama_routes.router)
     return app
