@@ -120,7 +120,8 @@ class Measurer:
 
     def perplexity(self, name: str, reference: str | None = AUTO) -> PerplexityResult:
         """Measure `name` (or read the cache); KLD against `reference` ("auto": the
-        highest-precision model of its family, none when that is the model itself).
+        highest-precision model of its family with an f16 KV cache; none when that is exactly
+        what is being measured).
 
         Raises InvalidName, ModelNotFound, InvalidRequest (text too short, reference with another
         vocabulary), InvalidLoadOptions, ModelLoadError, EngineError.
@@ -129,7 +130,9 @@ class Measurer:
         ref: _Subject | None = None
         if reference == AUTO:
             best = reference_for(self.registry, subject.model)
-            if best.digest != subject.model.digest:
+            # The reference itself measured with a quantized KV cache is compared to itself
+            # with an f16 one.
+            if best.digest != subject.model.digest or self.options != self._reference_options():
                 ref = self._subject(best.model_name.full)
         elif reference:
             ref = self._subject(reference)
@@ -137,7 +140,7 @@ class Measurer:
         cached = None if self.refresh else self.cache.load_model("results", key, PerplexityResult)
         if cached is not None:
             return cached.model_copy(update={"cached": True, "model": subject.model.name})
-        if ref is None and reference == AUTO and self.options == self._reference_options():
+        if ref is None and reference == AUTO:
             # The family's reference itself: keep its top-k for the others while at it.
             return self._reference_pass(subject, label="")[1]
         ref_logits = self._reference(ref) if ref is not None else None

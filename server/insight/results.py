@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 
 class TextInfo(BaseModel):
@@ -37,6 +37,7 @@ class KLDStats(BaseModel):
     ppl_ratio: float = Field(description="PPL(model) / PPL(reference) on the same tokens.")
     ppl_ratio_error: float
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def delta_pct(self) -> float:
         """Perplexity change against the reference, in percent."""
