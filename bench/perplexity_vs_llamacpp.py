@@ -109,6 +109,25 @@ def grab(pattern: str, text: str) -> float:
     return float(match.group(1))
 
 
+def batch_check(tool: Path, args: argparse.Namespace, text_file: Path) -> list[dict[str, Any]]:
+    """Windows decoded in several batches (-b below -c) and several windows per decode."""
+    name = f"{DEFAULT}-q8_0"
+    rows = []
+    for ctx, batch in ((128, 32), (128, 512)):
+        out = run_tool(tool, "-m", str(model_path(args.home, name)), "-f", str(text_file),
+                       "-c", str(ctx), "-b", str(batch), "--chunks", "4", "-t", str(args.threads))  # fmt: skip
+        got = json.loads(gguf_serve(
+            args.home, args.cache, "perplexity", name, "--ctx", str(ctx), "--batch", str(batch),
+            "--chunks", "4", "--no-kld", "--threads", str(args.threads), "--json", capture=True,
+        ))  # fmt: skip
+        rows.append({
+            "model": f"{name} (ctx {ctx}, batch {batch}, 4 chunks)",
+            "llama_cpp": {"ppl": grab(r"Final estimate: PPL = " + _FLOAT, out)},
+            "ours": {"ppl": got["ppl"]},
+        })  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=16)
@@ -118,10 +137,17 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--sdist", type=Path, default=None)
+    parser.add_argument("--batch-check-only", action="store_true")
     args = parser.parse_args()
 
     tool = build_tool(sdist_dir(args.sdist))
     ensure_ladder(args.home, args.cache, tuple(args.rungs))
+    if args.batch_check_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            text_file = Path(tmp) / "pydoc.txt"
+            text_file.write_text(pydoc_text().content + "\n", encoding="utf-8")
+            report(batch_check(tool, args, text_file), args)
+        return
     common = ["-c", str(args.ctx), "--chunks", str(args.chunks), "-t", str(args.threads)]
     ours_flags = [
         "--ctx",
@@ -169,6 +195,11 @@ def main() -> None:
                 "top_k": got["kld"]["top_k"],
             }
             rows.append({"model": name, "llama_cpp": theirs_q, "ours": ours_q})
+        rows += batch_check(tool, args, text_file)
+    report(rows, args)
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
 
     print(f"\n{machine()}; {args.chunks} chunks of {args.ctx} tokens of pydoc_data.topics\n")
     print(

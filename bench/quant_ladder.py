@@ -25,6 +25,7 @@ from server.insight.recommend import binary_size
 from server.registry.humanize import human_bytes
 
 KV_TYPES = ("f16", "q8_0", "q4_0")
+TOP_KS = (64, 256, 1024, 4096, 49152)  # 49152: the whole vocabulary, exact KLD
 
 
 def ladder_table(table: dict[str, Any]) -> list[str]:
@@ -50,17 +51,46 @@ def ladder_table(table: dict[str, Any]) -> list[str]:
 
 def kv_table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| weights | K / V cache | PPL ± err | Δ PPL vs F16 weights, f16 KV | mean KLD | KLD 99% | same top |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| weights | K / V cache | flash attention | PPL ± err | Δ PPL vs F16, f16 KV | mean KLD | KLD 99% | same top |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         k = r["kld"]
         lines.append(
-            f"| {r['quant']} | {r['type_k']} / {r['type_v']} | {r['ppl']:.3f} ± {r['ppl_error']:.3f} | "
+            f"| {r['quant']} | {r['type_k']} / {r['type_v']} | {r['flash_attn']} | {r['ppl']:.3f} ± {r['ppl_error']:.3f} | "
             + ( f"{k['delta_pct']:+.2f}% ± {100 * k['ppl_ratio_error']:.2f} | {k['mean']:.4f} | {k['p99']:.3f} | {k['same_top_pct']:.1f}% |"
                if k else "reference | - | - | - |")
         )  # fmt: skip
     return lines
+
+
+def top_k_table(results: list[dict[str, Any]]) -> list[str]:
+    exact = results[-1]["kld"]
+    lines = [
+        "| reference top-k | mean KLD | vs exact | KLD 99% | same top | reference cache |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        k = r["kld"]
+        size = r["tokens_scored"] * k["top_k"] * 8 + r["chunks"] * r["n_ctx"] * 4
+        lines.append(
+            f"| {k['top_k']} | {k['mean']:.5f} | {100 * (k['mean'] / exact['mean'] - 1):+.1f}% | "
+            f"{k['p99']:.4f} | {k['same_top_pct']:.1f}% | {human_bytes(size)} |"
+        )
+    return lines
+
+
+def top_k_sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """KLD of Q4_K_M against F16 kept at several top-k (the last is the whole vocabulary)."""
+    flags = ["--chunks", str(args.topk_chunks), "--threads", str(args.threads), "--json"]
+    out = []
+    for k in TOP_KS:
+        name = f"{DEFAULT}-q4_K_M"
+        text = gguf_serve(
+            args.home, args.cache, "perplexity", name, "--top-k", str(k), *flags, capture=True
+        )
+        out.append(json.loads(text))
+    return out
 
 
 def main() -> None:
@@ -72,9 +102,16 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--topk-only", action="store_true", help="only the top-k sweep")
+    parser.add_argument("--topk-chunks", type=int, default=2, help="windows for the top-k sweep")
     args = parser.parse_args()
-
     ensure_ladder(args.home, args.cache)
+    if args.topk_only:
+        sweep = top_k_sweep(args)
+        print("\n".join(top_k_table(sweep)))
+        save("quant-topk", {"machine": machine(), "topk": sweep})
+        return
+
     common = ["--chunks", str(args.chunks), "--threads", str(args.threads)]
     speed = ["--no-speed"] if args.no_speed else []
     table = json.loads(gguf_serve(
@@ -88,11 +125,19 @@ def main() -> None:
                 args.home, args.cache, "perplexity", name, "--kv-type", kind, *common, "--json",
                 capture=True,
             )))  # fmt: skip
+    # Flash attention off (f16 KV): the same arithmetic in another order.
+    kv.append(json.loads(gguf_serve(
+        args.home, args.cache, "perplexity", f"{DEFAULT}-f16", "--flash-attn", "off", *common,
+        "--json", capture=True,
+    )))  # fmt: skip
     print(f"\n{machine()}\n")
     print("\n".join(ladder_table(table)))
     print()
     print("\n".join(kv_table(kv)))
-    path = save("quant-ladder", {"machine": machine(), "compare": table, "kv": kv})
+    sweep = top_k_sweep(args)
+    print()
+    print("\n".join(top_k_table(sweep)))
+    path = save("quant-ladder", {"machine": machine(), "compare": table, "kv": kv, "topk": sweep})
     print(f"\nplot: {args.plot}; raw figures: {path}")
 
 

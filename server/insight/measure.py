@@ -102,8 +102,11 @@ class Measurer:
         return _Subject(model, self.registry.record(name).model_digest)
 
     def _reference_options(self) -> ScoringOptions:
-        """The reference runs with an f16 KV cache: the baseline every setting is compared to."""
-        return self.options.model_copy(update={"type_k": "f16", "type_v": "f16"})
+        """The reference runs with an f16 KV cache and flash attention on auto (the defaults):
+        the baseline every setting is compared to."""
+        return self.options.model_copy(
+            update={"type_k": "f16", "type_v": "f16", "flash_attn": "auto"}
+        )
 
     def _key(self, subject: _Subject, options: ScoringOptions, reference: _Subject | None) -> str:
         ref = None
