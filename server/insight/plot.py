@@ -6,7 +6,7 @@ matplotlib is imported here only, on the Agg backend (no display needed), when a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from server.insight.compare import Comparison
 
@@ -30,8 +30,6 @@ def plot_tradeoff(comparison: Comparison, path: Path, *, x: PlotX = "memory") ->
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     try:
         ax.scatter(xs, ys, color="tab:blue", zorder=3)
-        for row, px, py in zip(rows, xs, ys, strict=True):
-            ax.annotate(row.quant, (px, py), textcoords="offset points", xytext=(5, 5), fontsize=9)
         front = sorted((px, py) for row, px, py in zip(rows, xs, ys, strict=True) if row.pareto)
         if front:
             ax.plot(
@@ -59,6 +57,31 @@ def plot_tradeoff(comparison: Comparison, path: Path, *, x: PlotX = "memory") ->
         )
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
+        _place_labels(fig, ax, [r.quant for r in rows], xs, ys)
         fig.savefig(path, format="png")
     finally:
         plt.close(fig)
+
+
+# Offsets (points) tried in turn for a label, until it overlaps no label placed before it.
+_OFFSETS = ((5, 5), (5, -12), (5, 16), (-8, 10), (5, -24), (5, 28), (-8, -20), (5, 40))
+
+
+def _place_labels(fig: Any, ax: Any, labels: list[str], xs: list[float], ys: list[float]) -> None:
+    """Label each point, moving a label that would overlap an earlier one."""
+    renderer = fig.canvas.get_renderer()
+    placed: list[Any] = []
+    for label, px, py in sorted(zip(labels, xs, ys, strict=True), key=lambda p: (p[1], p[2])):
+        text = None
+        for dx, dy in _OFFSETS:
+            if text is not None:
+                text.remove()
+            ha = "right" if dx < 0 else "left"
+            text = ax.annotate(
+                label, (px, py), textcoords="offset points", xytext=(dx, dy), ha=ha, fontsize=9
+            )
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+        assert text is not None
+        placed.append(text.get_window_extent(renderer))

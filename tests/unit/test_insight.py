@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import typer
 
+from server.cli import main
 from server.cli.compare import parse_memory
 from server.engine.logit_math import TopK
 from server.errors import InvalidRequest
@@ -171,3 +172,33 @@ def test_memory_sizes_parse_and_print() -> None:
             parse_memory(bad)
     assert binary_size(8 * 2**30) == "8.0 GiB"
     assert binary_size(300 * 2**20) == "300.0 MiB"
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as caught:
+        main(list(args))
+    out, err = capsys.readouterr()
+    code = caught.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+def test_cli_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_home: Path, make_gguf: MakeGGUF
+) -> None:
+    home = ("--home", str(tmp_home))
+    code, _, err = _cli(capsys, *home, "perplexity", "nosuch:1b")
+    assert (
+        code == 1
+        and err.strip() == "gguf-serve: error: model 'nosuch:1b' not found, try pulling it first"
+    )
+    code, _, err = _cli(capsys, *home, "compare", "nosuch")
+    assert code == 1 and "no model called 'nosuch'" in err
+    code, _, err = _cli(capsys, *home, "recommend", "fake", "--memory", "lots")
+    assert code == 2 and "is not a size" in err
+    code, _, err = _cli(capsys, *home, "perplexity", "fake:1b", "--kv-type", "q9")
+    assert code == 2 and "q9" in err
+    _cli(capsys, *home, "import", str(make_gguf()), "fake:1b")
+    code, out, _ = _cli(capsys, *home, "recommend", "fake", "--memory", "1KiB", "--ctx", "512")
+    assert code == 1 and out.strip().startswith("Nothing fits")
+    code, out, _ = _cli(capsys, *home, "recommend", "fake", "--memory", "8GiB", "--json")
+    assert code == 0 and '"model": "fake:1b"' in out
