@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+from pydantic import ValidationError
 
 from server.engine.measure_types import ScoringOptions
 from server.engine.options import CacheType, FlashAttn
@@ -14,6 +15,7 @@ from server.insight.measure import DEFAULT_TOP_K, Measurer, ProgressFn
 from server.insight.texts import load_text
 from server.registry import Registry
 from server.settings import Settings
+from server.validation import describe
 
 TextOption = Annotated[
     Path | None,
@@ -80,16 +82,20 @@ def kv_types(kv_type: str | None, type_k: str | None, type_v: str | None) -> tup
 def scoring_options(
     window: int, batch: int, kv: tuple[str, str], flash_attn: str, threads: int
 ) -> ScoringOptions:
-    return ScoringOptions.model_validate(
-        {
-            "n_ctx": window,
-            "n_batch": batch,
-            "type_k": kv[0],
-            "type_v": kv[1],
-            "flash_attn": flash_attn,
-            "n_threads": threads,
-        }
-    )
+    """Raises typer.BadParameter naming the option at fault."""
+    try:
+        return ScoringOptions.model_validate(
+            {
+                "n_ctx": window,
+                "n_batch": batch,
+                "type_k": kv[0],
+                "type_v": kv[1],
+                "flash_attn": flash_attn,
+                "n_threads": threads,
+            }
+        )
+    except ValidationError as exc:
+        raise typer.BadParameter(describe(exc.errors())) from None
 
 
 def measurer(

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from server.engine.options import CacheType, FlashAttn
+
+MAX_WINDOWS = 256  # sequences one llama.cpp context takes (LoadOptions.n_parallel)
 
 
 class ScoringOptions(BaseModel):
@@ -23,6 +25,15 @@ class ScoringOptions(BaseModel):
     type_v: CacheType = Field("f16", description="KV cache type for V.")
     flash_attn: FlashAttn = Field("auto", description="Flash attention: on, off or auto.")
     n_threads: int = Field(0, ge=0, le=1024, description="CPU threads; 0 = all cores.")
+
+    @model_validator(mode="after")
+    def _windows_per_decode(self) -> ScoringOptions:
+        if self.n_batch // self.n_ctx > MAX_WINDOWS:
+            raise ValueError(
+                f"n_batch/n_ctx = {self.n_batch // self.n_ctx} windows per decode; at most "
+                f"{MAX_WINDOWS} (lower the batch)"
+            )
+        return self
 
     def numbers_key(self) -> dict[str, object]:
         """The options the results depend on. The batch size is one (llama.cpp picks other
