@@ -132,11 +132,11 @@ class Measurer:
         subject = self._subject(name)
         ref: _Subject | None = None
         if reference == AUTO:
-            best = reference_for(self.registry, subject.model)
+            best = self._subject(reference_for(self.registry, subject.model).model_name.full)
             # The reference itself measured with a quantized KV cache is compared to itself
             # with an f16 one.
-            if best.digest != subject.model.digest or self.options != self._reference_options():
-                ref = self._subject(best.model_name.full)
+            if best.file_digest != subject.file_digest or self.options != self._reference_options():
+                ref = best
         elif reference:
             ref = self._subject(reference)
         key = self._key(subject, self.options, ref)

@@ -82,8 +82,8 @@ def compared(ladder: Ladder) -> dict[str, Any]:
     """`compare smollm2` (the whole family) as JSON, with a plot."""
     plot = ladder.cache.parent / "tradeoff.png"
     table: dict[str, Any] = ladder.json(
-        "compare", "smollm2", *SMALL, "--ctx", RUN_CTX, "--speed-prompt", "32",
-        "--speed-gen", "8", "--plot", str(plot),
+        "compare", "smollm2", *SMALL, "--ctx", RUN_CTX, "--speed-prompt", "16",
+        "--speed-gen", "4", "--plot", str(plot),
     )  # fmt: skip
     table["plot"] = str(plot)
     return table
