@@ -7,7 +7,7 @@ MODEL  ?= smollm2:135m
 HOST   ?= 127.0.0.1
 PORT   ?= 11434
 
-.PHONY: run test install model lint typecheck unit integration bench bench-memory clean test-container
+.PHONY: run test install model lint typecheck unit integration bench bench-memory bench-quant clean test-container
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,12 @@ bench: model
 # The memory plan against llama.cpp's buffers and RSS (quantizes a ladder into .cache/bench-ladder once).
 bench-memory: model
 	$(BIN)/python bench/memory_plan.py
+
+# docs/QUANTIZATION.md: the ladder compared and plotted, KV types, and our perplexity against
+# llama.cpp's own tool (compiled from the sdist's one source file against the wheel's libraries).
+bench-quant: model
+	$(BIN)/python bench/quant_ladder.py
+	$(BIN)/python bench/perplexity_vs_llamacpp.py
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -13,8 +13,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import __version__
+from server.api import insight, system
 from server.api import plan as plan_routes
-from server.api import system
 from server.api.edge import Edge
 from server.api.errors import describe_validation, error_payload, headers_for, status_for
 from server.api.lifecycle import Lifecycle
@@ -155,6 +155,7 @@ def create_app(
     _install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(plan_routes.router)
+    app.include_router(insight.router)
     app.include_router(openai_routes.router)
     app.include_router(ollama_routes.router)
     return app

@@ -46,6 +46,12 @@ def default_home() -> Path:
     return Path(base) / "gguf-serve"
 
 
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/gguf-serve`, else `~/.cache/gguf-serve`: results that can be remade."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gguf-serve"
+
+
 def default_ollama_models() -> Path:
     """Ollama's store: `$OLLAMA_MODELS`, else `~/.ollama/models` (what Ollama itself uses)."""
     return Path(os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models")
@@ -156,6 +162,10 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", min_length=1, description="Address to listen on.")
     port: int = Field(11434, ge=1, le=65535, description="TCP port to listen on.")
     home: Path = Field(default_factory=default_home, description="Model store directory.")
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="Measurements that can be remade (perplexity, reference logits, speed).",
+    )
     default_model: str = Field(
         "smollm2:135m", min_length=1, description="Model used when none is named."
     )

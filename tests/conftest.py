@@ -43,6 +43,15 @@ def _no_ollama_store(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("GGUF_SERVE_OLLAMA_MODELS", "")
 
 
+@pytest.fixture(autouse=True)
+def _own_cache_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Measurements (perplexity, speed) go to a test directory, not the developer's cache."""
+    if "GGUF_SERVE_CACHE_DIR" not in os.environ:
+        monkeypatch.setenv("GGUF_SERVE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
 @pytest.fixture(scope="session")
 def model_home() -> Path:
     """A store that holds the default model (pulled once, then reused across runs)."""
