@@ -51,6 +51,12 @@ def default_hf_token() -> str | None:
     return os.environ.get("HF_TOKEN") or None
 
 
+def default_history_file() -> Path:
+    """`$XDG_STATE_HOME/gguf-serve/history`, else `~/.local/state/gguf-serve/history`."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "gguf-serve" / "history"
+
+
 def find_config_dir(explicit: str | Path | None = None) -> Path | None:
     """The directory holding server.yaml and models.yaml.
 
@@ -144,6 +150,10 @@ class Settings(BaseSettings):
         pattern=r"^https?://[^/\s]+(/\S*)?$",
         description="Hugging Face hub base URL (env HF_ENDPOINT).",
     )
+    history_file: Path | None = Field(
+        default_factory=default_history_file,
+        description="Line history of `gguf-serve run` ('' = keep none).",
+    )
     hf_token: str | None = Field(
         default_factory=default_hf_token,
         repr=False,
@@ -158,7 +168,7 @@ class Settings(BaseSettings):
             raise ValueError("keep_alive is required")
         return seconds
 
-    @field_validator("ollama_models", mode="before")
+    @field_validator("ollama_models", "history_file", mode="before")
     @classmethod
     def _optional_path(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):

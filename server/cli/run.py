@@ -1,0 +1,154 @@
+"""`gguf-serve run NAME [PROMPT]`: chat with a model in the terminal, as `ollama run` does.
+
+It talks to the server at the configured host and port; when none answers it starts the same
+application in-process for the length of the chat. A model not in the store is pulled first,
+with the progress bar. With a prompt argument or piped input it answers once and prints only
+the answer (for shell pipelines); otherwise it opens the interactive chat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from server.cli.client import ServerClient
+from server.cli.common import ConfigDirOption, HomeOption, PullView, app, fail, settings_for
+from server.cli.repl import LineReader, Repl
+from server.cli.session import ChatSession
+from server.cli.turn import print_stats, stream_turn
+from server.errors import ModelNotFound
+from server.settings import Settings
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="Model name (pulled first if not in the store).")],
+    prompt: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Answer this once and exit (piped stdin works too).", show_default=False
+        ),
+    ] = None,
+    format_: Annotated[
+        str | None,
+        typer.Option("--format", help="Response format: json.", show_default=False),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Print token counts, timings and tokens/s.")
+    ] = False,
+    keepalive: Annotated[
+        str | None,
+        typer.Option(
+            "--keepalive", help="How long the model stays loaded (5m, 1h, -1).", show_default=False
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="Allow plain http when pulling from a non-loopback host."),
+    ] = False,
+    config_dir: ConfigDirOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Chat with a model (a running server's, or one started in-process)."""
+    if format_ not in (None, "json"):
+        fail(f"invalid format '{format_}': only 'json' is supported", 2)
+    settings = settings_for(ctx, home, config_dir)
+    piped = None if sys.stdin.isatty() else sys.stdin.read()
+    text = "\n".join(part for part in (piped, " ".join(prompt or [])) if part and part.strip())
+    if piped is not None and not text:
+        fail("no prompt: the piped input was empty", 2)
+    session = ChatSession(model=model, format=format_, keep_alive=keepalive, verbose=verbose)
+    stderr = Console(stderr=True)
+    with connect(settings) as client:
+        ensure_model(client, model, stderr, insecure=insecure)
+        if text:
+            one_shot(client, session, text)
+            return
+        with _spinner(stderr, "loading the model"):
+            client.load(model, keepalive)
+        history = settings.history_file
+        Repl(client, session, LineReader(history), sys.stdout, sys.stderr).run()
+
+
+@contextlib.contextmanager
+def connect(settings: Settings) -> Iterator[ServerClient]:
+    """A client of the server at host:port, or of one started here if nothing answers."""
+    key = api_key(settings)
+    client = ServerClient(f"http://{_client_host(settings.host)}:{settings.port}", api_key=key)
+    try:
+        if client.reachable():
+            yield client
+            return
+    finally:
+        client.close()
+    from server.cli.inprocess import in_process_server
+
+    with in_process_server(settings) as transport:
+        local = ServerClient("http://localhost", api_key=key, transport=transport)
+        try:
+            yield local
+        finally:
+            local.close()
+
+
+def ensure_model(client: ServerClient, model: str, console: Console, *, insecure: bool) -> None:
+    """Pull `model` through the server when it does not have it (progress bar on stderr)."""
+    try:
+        client.show(model)
+        return
+    except ModelNotFound:
+        pass
+    with PullView(console) as view:
+        client.pull(model, view.update, insecure=insecure)
+
+
+def one_shot(client: ServerClient, session: ChatSession, text: str) -> None:
+    """Answer once: only the answer on stdout; statistics (--verbose) on stderr."""
+    out = sys.stdout
+
+    def write(piece: str) -> None:
+        out.write(piece)
+        out.flush()
+
+    reply = stream_turn(client, session.request(text), write)
+    if not reply.text.endswith("\n"):
+        write("\n")
+    if reply.interrupted:
+        sys.exit(130)  # as a shell reports SIGINT
+    if session.verbose:
+        print_stats(reply.stats, sys.stderr)
+
+
+def api_key(settings: Settings) -> str | None:
+    """The first of the server's API keys, if it has any (issue 11's `api_keys` setting)."""
+    keys: Any = getattr(settings, "api_keys", None)
+    if isinstance(keys, str):
+        return keys or None
+    if keys:
+        first = next(iter(keys))
+        return first.get_secret_value() if hasattr(first, "get_secret_value") else str(first)
+    return None
+
+
+def _client_host(host: str) -> str:
+    """Where to connect for a listen address: a wildcard means this machine."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+@contextlib.contextmanager
+def _spinner(console: Console, what: str) -> Iterator[None]:
+    if console.is_terminal:
+        with console.status(what, spinner="dots"):
+            yield
+    else:
+        yield
