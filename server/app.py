@@ -28,6 +28,7 @@ from server.api.openai.embeddings import EmbeddingService
 from server.api.openai.errors import error_body
 from server.api.openai.models import ModelsService
 from server.api.openai.serving import ChatService
+from server.api.ui import UIFiles
 from server.errors import GGUFServeError, ModelNotFound
 from server.registry import Registry
 from server.scheduler import EngineFactory, ModelManager
@@ -151,6 +152,8 @@ def create_app(
     app.include_router(system.router)
     app.include_router(openai_routes.router)
     app.include_router(ollama_routes.router)
+    if settings.ui:
+        app.mount("/ui", UIFiles(), name="ui")
     return app
 
 

@@ -138,6 +138,7 @@ class Settings(BaseSettings):
         "info", description="Log level."
     )
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
+    ui: bool = Field(True, description="Serve the web chat page at /ui.")
     models: dict[str, CatalogEntry] = Field(
         default_factory=dict, description="Catalog of known tags (configs/models.yaml)."
     )
