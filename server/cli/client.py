@@ -153,7 +153,10 @@ def _raise_for_status(response: httpx.Response) -> None:
         error = error.get("message")
     message = str(error or response.reason_phrase or f"HTTP {response.status_code}")
     if response.status_code == 401:
-        raise Unauthorized(message)
+        raise Unauthorized(
+            f"{message} (the server at {response.request.url.host or 'its socket'} wants an API"
+            " key: set api_keys or GGUF_SERVE_API_KEYS to one of its keys)"
+        )
     if response.status_code == 404:
         raise ModelNotFound(message)
     raise ServerError(message)

@@ -27,6 +27,8 @@ HELP_SET = """Available Commands:
   /set system <string>   Set system message
   /set history           Enable history
   /set nohistory         Disable history
+  /set wordwrap          Enable wordwrap
+  /set nowordwrap        Disable wordwrap
   /set format json       Enable JSON mode
   /set noformat          Disable formatting
   /set verbose           Show LLM stats
@@ -130,6 +132,9 @@ class Commands:
         elif what == "noformat":
             session.format = None
             self.echo("Disabled format.")
+        elif what in ("wordwrap", "nowordwrap"):
+            session.wordwrap = what == "wordwrap"
+            self.echo(f"Set '{what}' mode.")
         elif what in ("history", "nohistory"):
             self.set_history(what == "history")
             self.echo(f"Set '{what}' mode.")

@@ -15,7 +15,7 @@ from typing import TextIO
 from server.cli.client import ServerClient
 from server.cli.commands import Commands
 from server.cli.session import ChatSession
-from server.cli.turn import print_stats, stream_turn
+from server.cli.turn import print_stats, stream_turn, terminal_writer
 from server.errors import GGUFServeError
 
 logger = logging.getLogger(__name__)
@@ -125,13 +125,16 @@ class Repl:
             self._turn(text)
 
     def _turn(self, text: str) -> None:
+        write, flush = terminal_writer(self.out, wrap=self.session.wordwrap)
         try:
-            reply = stream_turn(self.client, self.session.request(text), self._write)
+            reply = stream_turn(self.client, self.session.request(text), write)
         except GGUFServeError as exc:
+            flush()
             self._write("\n")
             self.err.write(f"error: {exc.message}\n\n")
             self.err.flush()
             return
+        flush()
         self._write("\n" if reply.text.endswith("\n") else "\n\n")
         if reply.text:  # an answer stopped before any text is forgotten with its question
             self.session.remember(text, reply.text)

@@ -19,8 +19,8 @@ from rich.console import Console
 from server.cli.client import ServerClient
 from server.cli.common import ConfigDirOption, HomeOption, PullView, app, fail, settings_for
 from server.cli.repl import LineReader, Repl
-from server.cli.session import ChatSession
-from server.cli.turn import print_stats, stream_turn
+from server.cli.session import ChatSession, parse_parameter
+from server.cli.turn import print_stats, stream_turn, terminal_writer
 from server.errors import ModelNotFound
 from server.settings import Settings
 
@@ -48,6 +48,18 @@ def run(
             "--keepalive", help="How long the model stays loaded (5m, 1h, -1).", show_default=False
         ),
     ] = None,
+    parameter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--parameter",
+            "-p",
+            help="NAME=VALUE, as `/set parameter` takes them (temperature=0, num_predict=64).",
+            show_default=False,
+        ),
+    ] = None,
+    nowordwrap: Annotated[
+        bool, typer.Option("--nowordwrap", help="Do not wrap words at the terminal's width.")
+    ] = False,
     insecure: Annotated[
         bool,
         typer.Option("--insecure", help="Allow plain http when pulling from a non-loopback host."),
@@ -58,12 +70,20 @@ def run(
     """Chat with a model (a running server's, or one started in-process)."""
     if format_ not in (None, "json"):
         fail(f"invalid format '{format_}': only 'json' is supported", 2)
+    options = _parameters(parameter or [])
     settings = settings_for(ctx, home, config_dir)
     piped = None if sys.stdin.isatty() else sys.stdin.read()
     text = "\n".join(part for part in (piped, " ".join(prompt or [])) if part and part.strip())
     if piped is not None and not text:
         fail("no prompt: the piped input was empty", 2)
-    session = ChatSession(model=model, format=format_, keep_alive=keepalive, verbose=verbose)
+    session = ChatSession(
+        model=model,
+        options=options,
+        format=format_,
+        keep_alive=keepalive,
+        verbose=verbose,
+        wordwrap=not nowordwrap and format_ is None,  # JSON stays as the model wrote it
+    )
     stderr = Console(stderr=True)
     with connect(settings) as client:
         ensure_model(client, model, stderr, insecure=insecure)
@@ -110,19 +130,29 @@ def ensure_model(client: ServerClient, model: str, console: Console, *, insecure
 
 def one_shot(client: ServerClient, session: ChatSession, text: str) -> None:
     """Answer once: only the answer on stdout; statistics (--verbose) on stderr."""
-    out = sys.stdout
-
-    def write(piece: str) -> None:
-        out.write(piece)
-        out.flush()
-
+    write, flush = terminal_writer(sys.stdout, wrap=session.wordwrap)
     reply = stream_turn(client, session.request(text), write)
+    flush()
     if not reply.text.endswith("\n"):
-        write("\n")
+        sys.stdout.write("\n")
+        sys.stdout.flush()
     if reply.interrupted:
         sys.exit(130)  # as a shell reports SIGINT
     if session.verbose:
         print_stats(reply.stats, sys.stderr)
+
+
+def _parameters(given: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not sep:
+            fail(f"invalid --parameter '{item}': use NAME=VALUE", 2)
+        try:
+            options[name.strip()] = parse_parameter(name.strip(), value.split())
+        except ValueError as exc:
+            fail(f"invalid --parameter: {exc}", 2)
+    return options
 
 
 def api_key(settings: Settings) -> str | None:

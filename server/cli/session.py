@@ -66,6 +66,7 @@ class ChatSession:
     format: str | None = None
     keep_alive: str | None = None
     verbose: bool = False
+    wordwrap: bool = True  # only where the output is a terminal
 
     def request(self, prompt: str) -> dict[str, Any]:
         """The /api/chat body for `prompt` after the conversation so far."""

@@ -5,11 +5,13 @@ Also the `--verbose` statistics, printed the way `ollama run --verbose` prints t
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from server.cli.client import ServerClient
+from server.cli.wordwrap import WordWrapper
 
 _NS = 1_000_000_000
 
@@ -44,6 +46,19 @@ def stream_turn(
     except KeyboardInterrupt:
         return Reply("".join(parts), interrupted=True)
     return Reply("".join(parts), stats)
+
+
+def terminal_writer(out: TextIO, *, wrap: bool) -> tuple[Callable[[str], None], Callable[[], None]]:
+    """A write for streamed text (word-wrapped on a terminal when `wrap`) and its flush."""
+
+    def write(text: str) -> None:
+        out.write(text)
+        out.flush()
+
+    if not (wrap and out.isatty()):
+        return write, lambda: None
+    wrapper = WordWrapper(write, shutil.get_terminal_size().columns - 1)
+    return wrapper.write, wrapper.flush
 
 
 def print_stats(stats: dict[str, Any], out: TextIO) -> None:

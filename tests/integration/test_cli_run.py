@@ -210,7 +210,7 @@ def run_once(
         text=True,
         env=env,
         cwd=REPO,
-        timeout=180,
+        timeout=300,
         check=False,
     )
 
@@ -221,7 +221,9 @@ def test_piped_input_prints_only_the_answer(
 ) -> None:
     env = run_env(model_home, port_of(server), tmp_path)
     flags = ["--verbose"] if verbose else []
-    done = run_once(env, MODEL, *flags, stdin="What is the capital of France?\n")
+    done = run_once(
+        env, MODEL, "-p", "num_predict=24", *flags, stdin="What is the capital of France?\n"
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip(), "no answer"
     assert done.stdout.endswith("\n")
@@ -238,7 +240,15 @@ def test_a_prompt_argument_answers_once_with_json_format(
     server: RunningServer, model_home: Path, tmp_path: Path
 ) -> None:
     env = run_env(model_home, port_of(server), tmp_path)
-    done = run_once(env, MODEL, "--format", "json", "Give", "a", "JSON", "object", "about", "cats.")
+    done = run_once(
+        env,
+        MODEL,
+        "--parameter",
+        "temperature=0",
+        "--format",
+        "json",
+        "Give a JSON object about cats.",
+    )
     assert done.returncode == 0, done.stderr
     assert isinstance(json.loads(done.stdout), dict | list)
 
@@ -261,12 +271,15 @@ def test_bad_input_is_one_line_and_a_status(
     done = run_once(env, MODEL, stdin="")
     assert done.returncode == 2
     assert "empty" in done.stderr
+    done = run_once(env, MODEL, "-p", "temperature", "hi")
+    assert done.returncode == 2
+    assert "use NAME=VALUE" in done.stderr
 
 
 def test_without_a_server_the_engine_runs_in_process(model_home: Path, tmp_path: Path) -> None:
     port = free_port()  # nothing listens there
     env = run_env(model_home, port, tmp_path)
-    done = run_once(env, MODEL, "--verbose", stdin="Say hello.")
+    done = run_once(env, MODEL, "--verbose", "-p", "num_predict=16", stdin="Say hello.")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
     assert "load duration:" in done.stderr  # this process loaded the model itself
@@ -281,7 +294,7 @@ def test_a_missing_model_is_pulled_with_a_progress_bar_then_answers(
     name = f"{registry_server.host}/library/smol:1"
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "server", "run", name, "--verbose", "Say hello."],
+        ["-m", "server", "run", name, "--verbose", "-p", "num_predict=16", "Say hello."],
         env=run_env(tmp_home, free_port(), tmp_path / "state"),
         cwd=str(REPO),
         encoding="utf-8",
