@@ -18,6 +18,8 @@ from server.api import system
 from server.api.errors import describe_validation, headers_for, status_for
 from server.api.json_body import AssumeJSONMiddleware
 from server.api.lifecycle import Lifecycle
+from server.api.metrics import Metrics
+from server.api.metrics_http import HTTPMetrics, RouteRecorder, mark_rejection
 from server.api.ollama import routes as ollama_routes
 from server.api.ollama.embed import OllamaEmbeddings
 from server.api.ollama.models import OllamaModels
@@ -60,6 +62,7 @@ def _error_response(
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GGUFServeError)
     async def _domain(request: Request, exc: GGUFServeError) -> JSONResponse:
+        mark_rejection(request, exc)
         status = status_for(exc)
         if status >= 500:
             logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
@@ -113,10 +116,13 @@ def create_app(
 ) -> FastAPI:
     """Build the application; state lives on app.state, created here (no globals)."""
     registry = registry or Registry(settings)
+    metrics = Metrics() if settings.metrics else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        manager = ModelManager(settings, registry, engine_factory)
+        manager = ModelManager(settings, registry, engine_factory, reporter=metrics)
+        if metrics is not None:
+            metrics.watch(manager)
         app.state.manager = manager
         lifecycle = app.state.lifecycle = Lifecycle(manager, settings.default_model)
         app.state.chat_service = ChatService(lifecycle)
@@ -140,6 +146,9 @@ def create_app(
     app = FastAPI(title="gguf-serve", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
+    app.state.metrics = metrics
+    if metrics is not None:
+        app.add_middleware(RouteRecorder)  # innermost: next to the router
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -148,6 +157,9 @@ def create_app(
             allow_headers=["*"],
         )
     app.add_middleware(AssumeJSONMiddleware)
+    if metrics is not None:
+        # outermost: it sees every refusal of the middlewares inside it
+        app.add_middleware(HTTPMetrics, metrics=metrics)
     _install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(openai_routes.router)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import ValidationError
 
@@ -20,13 +20,29 @@ from server.errors import InvalidRequest
 from server.validation import describe
 
 if TYPE_CHECKING:
-    from server.engine.types import Engine
+    from server.engine.types import Engine, EngineReporter
     from server.registry import Registry, ResolvedModel
     from server.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 EngineFactory = Callable[["ResolvedModel", LoadOptions], tuple["Engine", ChatTemplate]]
+UnloadReason = Literal["expired", "evicted", "reload", "requested", "shutdown"]
+
+
+class SchedulerReporter(Protocol):
+    """Where the scheduler reports loads and unloads (metrics), and how each engine it starts
+    gets its own reporter."""
+
+    def model_loaded(self, name: str, seconds: float) -> None: ...
+
+    def model_load_failed(self, name: str) -> None: ...
+
+    def model_unloaded(self, name: str, reason: UnloadReason) -> None: ...
+
+    def engine_reporter(self, name: str) -> EngineReporter:
+        """The reporter the engine of model `name` is given."""
+        ...
 
 
 @dataclass(eq=False)
@@ -67,7 +83,9 @@ class Lease:
                 self.release()
 
 
-def default_engine_factory(settings: Settings) -> EngineFactory:
+def default_engine_factory(
+    settings: Settings, reporter: SchedulerReporter | None = None
+) -> EngineFactory:
     """The real engine: llama-cpp-python through engine.factory (imported only when used)."""
 
     def make(resolved: ResolvedModel, options: LoadOptions) -> tuple[Engine, ChatTemplate]:
@@ -83,6 +101,7 @@ def default_engine_factory(settings: Settings) -> EngineFactory:
             n_ctx_cap=settings.n_ctx_cap,
             max_queue=settings.max_queue,
             label=resolved.name,
+            reporter=reporter.engine_reporter(resolved.name) if reporter else None,
         )
         tok = engine.tokenizer
         bos, eos = tok.token_text(tok.bos), tok.token_text(tok.eos)
@@ -100,11 +119,17 @@ class ModelManager:
     """Loads models on demand (one load per model at a time) and unloads idle ones."""
 
     def __init__(
-        self, settings: Settings, registry: Registry, factory: EngineFactory | None = None
+        self,
+        settings: Settings,
+        registry: Registry,
+        factory: EngineFactory | None = None,
+        *,
+        reporter: SchedulerReporter | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
-        self._factory = factory or default_engine_factory(settings)
+        self._reporter = reporter
+        self._factory = factory or default_engine_factory(settings, reporter)
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = asyncio.Lock()
         self._idle = asyncio.Condition()
@@ -147,16 +172,21 @@ class ModelManager:
                 return current  # another request loaded it while we waited
             if current is not None:
                 await self._wait_idle(current)
-                await self._unload(current)
+                await self._unload(current, "reload")
             while len(self._loaded) >= self.settings.max_loaded_models:
                 idle = [m for m in self._loaded.values() if m.refs == 0]
                 if idle:
-                    await self._unload(min(idle, key=lambda m: m.last_used))
+                    await self._unload(min(idle, key=lambda m: m.last_used), "evicted")
                     continue
                 async with self._idle:
                     await self._idle.wait()
             started = time.perf_counter()
-            engine, template = await asyncio.to_thread(self._factory, resolved, options)
+            try:
+                engine, template = await asyncio.to_thread(self._factory, resolved, options)
+            except BaseException:
+                if self._reporter is not None:
+                    self._reporter.model_load_failed(resolved.name)
+                raise
             model = LoadedModel(
                 name=resolved.name,
                 resolved=resolved,
@@ -167,6 +197,8 @@ class ModelManager:
                 keep_alive=self.settings.keep_alive,
             )
             self._loaded[resolved.name] = model
+            if self._reporter is not None:
+                self._reporter.model_loaded(model.name, model.load_seconds)
             return model
 
     async def _wait_idle(self, model: LoadedModel) -> None:
@@ -209,7 +241,7 @@ class ModelManager:
         async with self._lock:
             if model.refs == 0 and self._loaded.get(model.name) is model:
                 logger.info("unloading %s (keep_alive elapsed)", model.name)
-                await self._unload(model)
+                await self._unload(model, "expired")
 
     async def unload(self, name: str) -> bool:
         """Unload `name` once its requests finish; False if it was not loaded."""
@@ -219,17 +251,19 @@ class ModelManager:
             if model is None:
                 return False
             await self._wait_idle(model)
-            await self._unload(model)
+            await self._unload(model, "requested")
             return True
 
-    async def _unload(self, model: LoadedModel) -> None:
+    async def _unload(self, model: LoadedModel, reason: UnloadReason) -> None:
         if model.timer is not None:
             model.timer.cancel()
         self._loaded.pop(model.name, None)
         await asyncio.to_thread(model.engine.close)
+        if self._reporter is not None:
+            self._reporter.model_unloaded(model.name, reason)
 
     async def close(self) -> None:
         """Unload everything (at shutdown); running requests fail with 'model unloaded'."""
         async with self._lock:
             for model in list(self._loaded.values()):
-                await self._unload(model)
+                await self._unload(model, "shutdown")

@@ -139,6 +139,7 @@ class Settings(BaseSettings):
     )
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
     ui: bool = Field(True, description="Serve the web chat page at /ui.")
+    metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
     models: dict[str, CatalogEntry] = Field(
         default_factory=dict, description="Catalog of known tags (configs/models.yaml)."
     )
