@@ -124,7 +124,7 @@ def create_app(
         if metrics is not None:
             metrics.watch(manager)
         app.state.manager = manager
-        lifecycle = app.state.lifecycle = Lifecycle(manager, settings.default_model)
+        lifecycle = app.state.lifecycle = Lifecycle(manager, settings.default_model, metrics)
         app.state.chat_service = ChatService(lifecycle)
         app.state.completion_service = CompletionService(lifecycle)
         app.state.embedding_service = EmbeddingService(lifecycle)

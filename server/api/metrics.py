@@ -1,8 +1,8 @@
 """Prometheus metrics: one registry per application, made in `create_app`, never module globals.
 
-The HTTP edge counts requests (`metrics_http.py`); the engine and the scheduler report through
-the small interfaces they are given (`EngineReporter`, `SchedulerReporter`), which this class
-implements; what is true at one moment (slots, queue, KV cells, memory) is read from the loaded
+The HTTP edge counts requests (`metrics_http.py`); the request lifecycle, the engine and the
+scheduler report through the small interfaces they are given (`RunObserver`, `EngineReporter`,
+`SchedulerReporter`), which this class implements; what is true at one moment (slots, queue, KV cells, memory) is read from the loaded
 models when Prometheus scrapes (`metrics_loaded.py`). Every name starts with `gguf_serve_` and
 carries its unit; labels take bounded values only: API, route template, status, model name (a
 model in the store), reason and outcome from fixed lists. No prompt text, no client strings.
@@ -13,6 +13,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 
+from server.api.lifecycle import RunOutcome
 from server.engine.types import EngineReporter, RequestReport
 from server.scheduler import ModelManager, UnloadReason
 
@@ -59,6 +60,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.requests = Counter(
+            f"{PREFIX}_requests_total",
+            "Generation requests (chat, completions, generate; n choices count once) by API and"
+            " how they ended: completed, cancelled (the client left first), failed.",
+            ["api", "model", "outcome"],
+            registry=r,
+        )
         self.prompt_tokens = Counter(
             f"{PREFIX}_prompt_tokens_total",
             "Prompt tokens of finished requests (evaluated or reused from the cache).",
@@ -79,7 +87,8 @@ class Metrics:
         )
         self.engine_requests = Counter(
             f"{PREFIX}_engine_requests_total",
-            "Generation requests that ended, by outcome: stop, length, cancelled, error.",
+            "Sequences the engine ran (one per choice), by how they ended: stop, length,"
+            " cancelled, error.",
             ["model", "outcome"],
             registry=r,
         )
@@ -144,6 +153,11 @@ class Metrics:
         self.http_duration.labels(api, route).observe(seconds)
         if rejection is not None:
             self.rejections.labels(rejection).inc()
+
+    # ---- RunObserver (the request lifecycle) ------------------------------------------------
+
+    def run_ended(self, api: str, model: str, outcome: RunOutcome, seconds: float) -> None:
+        self.requests.labels(api, model, outcome).inc()
 
     # ---- SchedulerReporter -----------------------------------------------------------------
 

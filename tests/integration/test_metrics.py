@@ -108,6 +108,9 @@ def test_counters_and_histograms_follow_known_requests(one_slot: RunningServer) 
     assert delta(before, after, "gguf_serve_prompt_tokens_cached_total", **model) >= cached
     finished = {"model": MODEL, "outcome": "length"}
     assert delta(before, after, "gguf_serve_engine_requests_total", **finished) == 4
+    for api, count in (("openai", 3), ("ollama", 1)):
+        completed = {"api": api, "model": MODEL, "outcome": "completed"}
+        assert delta(before, after, "gguf_serve_requests_total", **completed) == count
 
     # One observation per request in each histogram.
     for histogram in (
@@ -175,5 +178,7 @@ def test_refusals_and_cancellations_are_counted(one_slot: RunningServer) -> None
     assert delta(before, after, "gguf_serve_http_requests_total", **chat_route, status="400") == 1
     cancelled = {"model": MODEL, "outcome": "cancelled"}
     assert delta(before, after, "gguf_serve_engine_requests_total", **cancelled) == 1
+    left = {"api": "openai", "model": MODEL, "outcome": "cancelled"}
+    assert delta(before, after, "gguf_serve_requests_total", **left) == 1
     # the stopped answer's tokens count: at least the one that was streamed
     assert delta(before, after, "gguf_serve_generation_tokens_total", model=MODEL) >= 1
