@@ -11,18 +11,28 @@ let running = null; // {controller, conversation} while an answer streams
 
 // ---- API key dialog --------------------------------------------------------------------------
 
+let keyPrompt = null; // one dialog at a time: requests refused together share the answer
+
 function askKey(reason) {
+  if (keyPrompt) return keyPrompt;
   const dialog = $("key-dialog");
   $("key-reason").textContent = reason;
   $("key-input").value = "";
-  dialog.showModal();
-  return new Promise((resolve) => {
+  dialog.returnValue = "";
+  dialog.showModal(); // Enter in the field submits "Use this key"; Esc or Cancel closes
+  $("key-input").focus();
+  keyPrompt = new Promise((resolve) => {
     dialog.addEventListener(
       "close",
-      () => resolve(dialog.returnValue === "ok" && $("key-input").value ? $("key-input").value : null),
+      () => {
+        keyPrompt = null;
+        const key = $("key-input").value;
+        resolve(dialog.returnValue === "ok" && key ? key : null);
+      },
       { once: true },
     );
   });
+  return keyPrompt;
 }
 
 // ---- views -------------------------------------------------------------------------------------
@@ -273,6 +283,7 @@ function wire() {
     $("max-tokens").value = store.settings.maxTokens || "";
     store.save();
   });
+  $("key-cancel").addEventListener("click", () => $("key-dialog").close("cancel"));
   $("forget-key").addEventListener("click", () => {
     api.key = "";
     setStatus("The API key is forgotten.");
