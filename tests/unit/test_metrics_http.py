@@ -64,3 +64,32 @@ def test_metrics_can_be_turned_off(tmp_home: Path) -> None:
         response = client.get("/metrics")
         assert response.status_code == 404
         assert "turned off" in response.json()["error"]["message"]
+
+
+def test_loaded_model_gauges_and_memory_by_device() -> None:
+    """The scrape-time gauges, over a model whose memory plan puts bytes on two devices."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from server.api.metrics_loaded import LoadedModelsCollector
+
+    devices = [SimpleNamespace(name="CPU", total=300), SimpleNamespace(name="CUDA0", total=700)]
+    model = SimpleNamespace(
+        name="m:1", engine=FakeEngine(n_ctx_slot=512), plan=SimpleNamespace(devices=devices)
+    )
+    manager = SimpleNamespace(loaded=lambda: [model])
+    registry = CollectorRegistry()
+    registry.register(LoadedModelsCollector(manager))  # type: ignore[arg-type]
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in family.samples
+    }
+    assert samples[("gguf_serve_models_loaded", ())] == 1
+    assert samples[("gguf_serve_slots", (("model", "m:1"),))] == 1
+    assert samples[("gguf_serve_kv_cells", (("model", "m:1"),))] == 512
+    assert samples[("gguf_serve_queue_depth", (("model", "m:1"),))] == 0
+    memory = "gguf_serve_model_memory_bytes"
+    assert samples[(memory, (("device", "CPU"), ("model", "m:1")))] == 300
+    assert samples[(memory, (("device", "CUDA0"), ("model", "m:1")))] == 700
