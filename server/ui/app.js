@@ -254,6 +254,9 @@ function wire() {
     }
   });
   $("stop").addEventListener("click", stopRunning);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && running && !$("key-dialog").open) stopRunning();
+  });
   $("new-chat").addEventListener("click", () => {
     stopRunning();
     store.select(null);

@@ -110,12 +110,17 @@ def watch_answer_length(page: Page) -> None:
 
 
 def test_chat_streams_stops_and_follows_up(page: Page, server: RunningServer) -> None:
-    assert page.input_value("#model") == MODEL
+    options = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
+    assert MODEL in options  # the picker lists the store's models (from /v1/models)
+    page.select_option("#model", MODEL)
     settings(page, temperature="0", max_tokens="400")
     watch_answer_length(page)
     send(page, "Write a long story about a dragon named Ember.")
     # The answer grows on screen piece by piece while the stream runs.
-    page.wait_for_function("() => window.__lengths.length >= 4 && window.__lengths.at(-1) > 40")
+    page.wait_for_function(
+        "() => window.__lengths.length >= 4 && window.__lengths.at(-1) > 40",
+        timeout=ANSWER_TIMEOUT_MS,
+    )
     assert page.is_visible("#stop")
     lengths: list[int] = page.evaluate("window.__lengths")
     assert lengths == sorted(lengths)
