@@ -54,7 +54,7 @@ RunOutcome = Literal["completed", "cancelled", "failed"]
 class RunObserver(Protocol):
     """Told once per run how it ended (metrics); called on the event loop, must be quick."""
 
-    def run_ended(self, api: str, model: str, outcome: RunOutcome, seconds: float) -> None:
+    def run_ended(self, api: str, model: str, outcome: RunOutcome) -> None:
         """`completed`: every choice reached its end; `cancelled`: the client left first;
         `failed`: an error ended it after it started."""
         ...
@@ -141,7 +141,7 @@ class Run(Generic[T]):
             outcome = "completed"
         else:
             outcome = "cancelled"
-        self.observer.run_ended(self.api, self.model, outcome, self.elapsed)
+        self.observer.run_ended(self.api, self.model, outcome)
         self.observer = None  # once
 
 

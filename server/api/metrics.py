@@ -156,7 +156,7 @@ class Metrics:
 
     # ---- RunObserver (the request lifecycle) ------------------------------------------------
 
-    def run_ended(self, api: str, model: str, outcome: RunOutcome, seconds: float) -> None:
+    def run_ended(self, api: str, model: str, outcome: RunOutcome) -> None:
         self.requests.labels(api, model, outcome).inc()
 
     # ---- SchedulerReporter -----------------------------------------------------------------
