@@ -89,11 +89,16 @@ class ServerClient:
                     )
                 )
 
-    def load(self, model: str, keep_alive: str | None = None) -> None:
-        """Load `model` (a chat request without messages), so the first answer starts quickly."""
+    def load(
+        self, model: str, keep_alive: str | None = None, options: dict[str, Any] | None = None
+    ) -> None:
+        """Load `model` (a chat request without messages), so the first answer starts quickly;
+        `options` are the chat's, so load-time ones (num_ctx, ...) do not reload it later."""
         payload: dict[str, Any] = {"model": model, "messages": []}
         if keep_alive is not None:
             payload["keep_alive"] = keep_alive
+        if options:
+            payload["options"] = options
         self._request("POST", "/api/chat", json=payload)
 
     @contextmanager

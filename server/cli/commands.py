@@ -179,7 +179,7 @@ class Commands:
             return
         self.echo(f"Loading model '{args[0]}'")
         try:
-            self.client.load(args[0], self.session.keep_alive)
+            self.client.load(args[0], self.session.keep_alive, self.session.options)
         except GGUFServeError as exc:
             self.echo(f"error: {exc.message}")
             return

@@ -91,7 +91,7 @@ def run(
             one_shot(client, session, text)
             return
         with _spinner(stderr, "loading the model"):
-            client.load(model, keepalive)
+            client.load(model, keepalive, session.options)
         history = settings.history_file
         Repl(client, session, LineReader(history), sys.stdout, sys.stderr).run()
 
