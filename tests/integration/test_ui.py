@@ -1,7 +1,7 @@
 """The web chat page at /ui in a real headless Chromium (Debian's, driven by Playwright).
 
 Nothing downloads a browser: Playwright drives `/usr/bin/chromium` (installed by `make browser`,
-which `make test` runs). The page talks to the shared real server and the real default model.
+which `make test` runs; the `browser` fixture is in conftest.py). The page talks to the shared real server and the real default model.
 A screenshot of the finished chat is written to `test-artifacts/ui-chat.png` (git-ignored).
 """
 
@@ -10,42 +10,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.integration.conftest import REPO, RunningServer
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = REPO / "test-artifacts"
 MODEL = "smollm2:135m"
 ANSWER_TIMEOUT_MS = 180_000
 # What the page's renderer must show as text, never as markup.
 PAYLOAD = '<img src=x onerror="window.__pwned=1">'
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            "Debian's chromium is not installed: run `make browser` (apt-get install chromium)"
-        )
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
