@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from server.scheduler import LoadedModel
 from tests.integration.conftest import RunningServer, start_server
 
 MODEL = "smollm2:135m"
@@ -182,3 +184,20 @@ def test_refusals_and_cancellations_are_counted(one_slot: RunningServer) -> None
     assert delta(before, after, "gguf_serve_requests_total", **left) == 1
     # the stopped answer's tokens count: at least the one that was streamed
     assert delta(before, after, "gguf_serve_generation_tokens_total", model=MODEL) >= 1
+
+
+@pytest.mark.skipif(
+    "plan" not in {f.name for f in fields(LoadedModel)},
+    reason="needs the memory planner's plan on loaded models (issue 12)",
+)
+def test_memory_by_device_comes_from_the_plan(one_slot: RunningServer) -> None:
+    after = scrape(one_slot)
+    memory = {
+        dict(labels)["device"]: v
+        for (name, labels), v in after.items()
+        if name == "gguf_serve_model_memory_bytes" and dict(labels)["model"] == MODEL
+    }
+    assert memory and all(device for device in memory)
+    tags = httpx.get(f"{one_slot.url}/api/tags", timeout=10).json()["models"]
+    weights = next(m["size"] for m in tags if m["name"] == MODEL)
+    assert sum(memory.values()) >= weights * 0.9  # at least the weights (less the header, ...)
