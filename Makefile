@@ -7,7 +7,7 @@ MODEL  ?= smollm2:135m
 HOST   ?= 127.0.0.1
 PORT   ?= 11434
 
-.PHONY: run test install model lint typecheck unit integration bench bench-memory bench-quant clean test-container
+.PHONY: run test install model browser lint typecheck unit integration bench bench-memory bench-quant clean test-container
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ model: install
 run: model
 	$(BIN)/gguf-serve serve --host $(HOST) --port $(PORT) --model $(MODEL)
 
+# Debian's Chromium, for the web page's tests (tests/integration/test_ui.py drives it with
+# Playwright); nothing downloads a browser of its own. About 100 s on a fresh Debian 12.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium; }
+
 lint: install
 	$(BIN)/ruff check server tests bench docker scripts
 	$(BIN)/ruff format --check server tests bench docker scripts
@@ -36,13 +44,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/python -m pytest
 
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
-integration: install
+integration: install browser
 	$(BIN)/python -m pytest tests/integration
 
 # The Dockerfile and compose.yaml built and run for real with podman (tests/container/run.sh).

@@ -18,6 +18,8 @@ from server.api import plan as plan_routes
 from server.api.edge import Edge
 from server.api.errors import describe_validation, error_payload, headers_for, status_for
 from server.api.lifecycle import Lifecycle
+from server.api.metrics import Metrics
+from server.api.metrics_http import HTTPMetrics, RouteRecorder, mark_rejection
 from server.api.ollama import routes as ollama_routes
 from server.api.ollama.embed import OllamaEmbeddings
 from server.api.ollama.models import OllamaModels
@@ -28,6 +30,7 @@ from server.api.openai.embeddings import EmbeddingService
 from server.api.openai.models import ModelsService
 from server.api.openai.serving import ChatService
 from server.api.text_guard import reject_untokenizable_text
+from server.api.ui import UIFiles
 from server.errors import GGUFServeError, ModelNotFound
 from server.planning import DeviceLister, Planner
 from server.registry import Registry
@@ -58,6 +61,7 @@ def _error_response(
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GGUFServeError)
     async def _domain(request: Request, exc: GGUFServeError) -> JSONResponse:
+        mark_rejection(request, exc)
         status = status_for(exc)
         if status >= 500:
             logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
@@ -116,12 +120,17 @@ def create_app(
     """
     registry = registry or Registry(settings)
     planner = Planner(settings, registry, devices)
+    metrics = Metrics() if settings.metrics else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        manager = ModelManager(settings, registry, engine_factory, planner=planner)
+        manager = ModelManager(
+            settings, registry, engine_factory, planner=planner, reporter=metrics
+        )
+        if metrics is not None:
+            metrics.watch(manager)
         app.state.manager = manager
-        lifecycle = app.state.lifecycle = Lifecycle(manager, settings.default_model)
+        lifecycle = app.state.lifecycle = Lifecycle(manager, settings.default_model, metrics)
         app.state.chat_service = ChatService(lifecycle, max_tool_calls=settings.max_tool_calls)
         app.state.completion_service = CompletionService(lifecycle)
         app.state.embedding_service = EmbeddingService(lifecycle)
@@ -151,13 +160,22 @@ def create_app(
     app.state.settings = settings
     app.state.registry = registry
     app.state.planner = planner
-    app.add_middleware(Edge, settings=settings, public_paths=PUBLIC_PATHS)
+    app.state.metrics = metrics
+    if metrics is not None:
+        app.add_middleware(RouteRecorder)  # innermost: next to the router
+    public = PUBLIC_PATHS + (("/metrics",) if settings.metrics_public else ())
+    app.add_middleware(Edge, settings=settings, public_paths=public)
+    if metrics is not None:
+        # outermost: it sees every refusal of the edge inside it
+        app.add_middleware(HTTPMetrics, metrics=metrics)
     _install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(plan_routes.router)
     app.include_router(insight.router)
     app.include_router(openai_routes.router)
     app.include_router(ollama_routes.router)
+    if settings.ui:
+        app.mount("/ui", UIFiles(), name="ui")
     return app
 
 

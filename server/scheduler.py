@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from server.budget import MemoryBudget
 from server.chat.template import ChatTemplate
@@ -20,7 +20,7 @@ from server.planning import Planner, PlanTarget
 
 if TYPE_CHECKING:
     from server.engine.memory import MemoryPlan
-    from server.engine.types import Engine
+    from server.engine.types import Engine, EngineReporter
     from server.registry import Registry, ResolvedModel
     from server.settings import Settings
 
@@ -29,6 +29,23 @@ logger = logging.getLogger(__name__)
 EngineFactory = Callable[["ResolvedModel", LoadOptions], tuple["Engine", ChatTemplate]]
 # What can be checked about a model before anything is unloaded to make room for it.
 LoadCheck = Callable[["ResolvedModel"], None]
+
+UnloadReason = Literal["expired", "evicted", "reload", "requested", "shutdown"]
+
+
+class SchedulerReporter(Protocol):
+    """Where the scheduler reports loads and unloads (metrics), and how each engine it starts
+    gets its own reporter."""
+
+    def model_loaded(self, name: str, seconds: float) -> None: ...
+
+    def model_load_failed(self, name: str) -> None: ...
+
+    def model_unloaded(self, name: str, reason: UnloadReason) -> None: ...
+
+    def engine_reporter(self, name: str) -> EngineReporter:
+        """The reporter the engine of model `name` is given."""
+        ...
 
 
 @dataclass(eq=False)
@@ -74,7 +91,9 @@ class Lease:
                 self.release()
 
 
-def default_engine_factory(settings: Settings) -> EngineFactory:
+def default_engine_factory(
+    settings: Settings, reporter: SchedulerReporter | None = None
+) -> EngineFactory:
     """The real engine: llama-cpp-python through engine.factory (imported only when used)."""
 
     def make(resolved: ResolvedModel, options: LoadOptions) -> tuple[Engine, ChatTemplate]:
@@ -90,6 +109,7 @@ def default_engine_factory(settings: Settings) -> EngineFactory:
             n_ctx_cap=settings.n_ctx_cap,
             max_queue=settings.max_queue,
             label=resolved.name,
+            reporter=reporter.engine_reporter(resolved.name) if reporter else None,
         )
         tok = engine.tokenizer
         bos, eos = tok.token_text(tok.bos), tok.token_text(tok.eos)
@@ -131,11 +151,13 @@ class ModelManager:
         *,
         check: LoadCheck | None = None,
         planner: Planner | None = None,
+        reporter: SchedulerReporter | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.budget = MemoryBudget(planner or Planner(settings, registry))
-        self._factory = factory or default_engine_factory(settings)
+        self._reporter = reporter
+        self._factory = factory or default_engine_factory(settings, reporter)
         # The real check only makes sense for the real engine; a test factory brings its own.
         self._check = check or (default_load_check if factory is None else None)
         self._loaded: dict[str, LoadedModel] = {}
@@ -191,7 +213,7 @@ class ModelManager:
             evicted: list[LoadedModel] = []
             if current is not None:
                 await self._wait_idle(current)
-                await self._unload(current)
+                await self._unload(current, "reload")
                 evicted.append(current)
             plan = await self._make_room(target, options, evicted)
             try:
@@ -219,8 +241,12 @@ class ModelManager:
         started = time.perf_counter()
         try:
             engine, template = await asyncio.to_thread(self._factory, resolved, effective)
-        except ModelLoadError as exc:
-            raise ModelLoadError(f"cannot load '{resolved.name}': {exc.message}") from None
+        except BaseException as exc:
+            if self._reporter is not None:
+                self._reporter.model_load_failed(resolved.name)
+            if isinstance(exc, ModelLoadError):
+                raise ModelLoadError(f"cannot load '{resolved.name}': {exc.message}") from None
+            raise
         model = LoadedModel(
             name=resolved.name,
             resolved=resolved,
@@ -232,6 +258,8 @@ class ModelManager:
             plan=plan,
         )
         self._loaded[resolved.name] = model
+        if self._reporter is not None:
+            self._reporter.model_loaded(model.name, model.load_seconds)
         return model
 
     async def _restore(self, evicted: list[LoadedModel]) -> None:
@@ -263,7 +291,7 @@ class ModelManager:
             if idle:
                 victim = min(idle, key=lambda m: m.last_used)
                 logger.info("unloading %s to make room for %s", victim.name, target.name)
-                await self._unload(victim)
+                await self._unload(victim, "evicted")
                 evicted.append(victim)
                 continue
             async with self._idle:
@@ -309,7 +337,7 @@ class ModelManager:
         async with self._lock:
             if model.refs == 0 and self._loaded.get(model.name) is model:
                 logger.info("unloading %s (keep_alive elapsed)", model.name)
-                await self._unload(model)
+                await self._unload(model, "expired")
 
     async def unload(self, name: str) -> bool:
         """Unload `name` once its requests finish; False if it was not loaded."""
@@ -319,17 +347,19 @@ class ModelManager:
             if model is None:
                 return False
             await self._wait_idle(model)
-            await self._unload(model)
+            await self._unload(model, "requested")
             return True
 
-    async def _unload(self, model: LoadedModel) -> None:
+    async def _unload(self, model: LoadedModel, reason: UnloadReason) -> None:
         if model.timer is not None:
             model.timer.cancel()
         self._loaded.pop(model.name, None)
         await asyncio.to_thread(model.engine.close)
+        if self._reporter is not None:
+            self._reporter.model_unloaded(model.name, reason)
 
     async def close(self) -> None:
         """Unload everything (at shutdown); running requests fail with 'model unloaded'."""
         async with self._lock:
             for model in list(self._loaded.values()):
-                await self._unload(model)
+                await self._unload(model, "shutdown")

@@ -67,6 +67,12 @@ def default_hf_token() -> str | None:
     return os.environ.get("HF_TOKEN") or None
 
 
+def default_history_file() -> Path:
+    """`$XDG_STATE_HOME/gguf-serve/history`, else `~/.local/state/gguf-serve/history`."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "gguf-serve" / "history"
+
+
 def find_config_dir(explicit: str | Path | None = None) -> Path | None:
     """The directory holding server.yaml and models.yaml.
 
@@ -239,6 +245,13 @@ class Settings(BaseSettings):
         False,
         description="Honour `insecure: true` on /api/pull from clients that are not on loopback.",
     )
+    ui: bool = Field(True, description="Serve the web chat page at /ui.")
+    metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+    metrics_public: bool = Field(
+        False,
+        description="Serve /metrics without an API key when api_keys are set (a scraper on a "
+        "trusted network); by default it needs one like every other route.",
+    )
     models: dict[str, CatalogEntry] = Field(
         default_factory=dict, description="Catalog of known tags (configs/models.yaml)."
     )
@@ -250,6 +263,10 @@ class Settings(BaseSettings):
         default_factory=default_hf_endpoint,
         pattern=r"^https?://[^/\s]+(/\S*)?$",
         description="Hugging Face hub base URL (env HF_ENDPOINT).",
+    )
+    history_file: Path | None = Field(
+        default_factory=default_history_file,
+        description="Line history of `gguf-serve run` ('' = keep none).",
     )
     hf_token: str | None = Field(
         default_factory=default_hf_token,
@@ -272,7 +289,7 @@ class Settings(BaseSettings):
             return None
         return value
 
-    @field_validator("ollama_models", mode="before")
+    @field_validator("ollama_models", "history_file", mode="before")
     @classmethod
     def _optional_path(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):

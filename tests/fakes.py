@@ -126,6 +126,9 @@ class FakeEngine:
     def slots(self) -> list[SlotInfo]:
         return [SlotInfo(0, "idle", 0, 0, 0, 0)]
 
+    def queued(self) -> int:
+        return 0
+
     def close(self) -> None:
         self.closed = True
 

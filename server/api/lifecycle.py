@@ -4,7 +4,8 @@ OpenAI chat and completions and Ollama chat and generate all run through `Lifecy
 the `Run` it returns; an API only says how to turn its request into engine requests for the
 loaded model (its `prepare`) and how to encode the events (its encoder, streamed through
 `Run.stream` or collected with `Run.results`). What a request costs and how it ends (time to
-load, queue time, time to first token, tokens, status) is therefore seen in one place.
+load, queue time, time to first token, tokens, status) is therefore seen in one place: each
+run tells the lifecycle's observer (metrics) how it ended.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from server.api.streams import Collected, collect, merge_streams, submit_all
 from server.engine.types import Engine, GenerationEvent, GenerationRequest, GenerationStream
@@ -47,6 +48,16 @@ class Prepared(Generic[T]):
 
 
 Prepare = Callable[[LoadedModel], Awaitable[Prepared[T]]]
+RunOutcome = Literal["completed", "cancelled", "failed"]
+
+
+class RunObserver(Protocol):
+    """Told once per run how it ended (metrics); called on the event loop, must be quick."""
+
+    def run_ended(self, api: str, model: str, outcome: RunOutcome) -> None:
+        """`completed`: every choice reached its end; `cancelled`: the client left first;
+        `failed`: an error ended it after it started."""
+        ...
 
 
 @dataclass(eq=False)
@@ -59,7 +70,11 @@ class Run(Generic[T]):
     info: T
     started: float  # perf_counter() when the request arrived
     load_seconds: float  # resolving and (if needed) loading the model
+    api: str = ""  # the API that runs it (openai, ollama), for the observer
+    observer: RunObserver | None = None
     _closed: bool = False
+    _ended: int = 0  # choices that reached their final event
+    _failed: bool = False
 
     @property
     def elapsed(self) -> float:
@@ -69,7 +84,12 @@ class Run(Generic[T]):
         """(choice index, event) as the engine produces them; the run is released at the end."""
         try:
             async for item in merge_streams(self.streams):
+                if item[1].finish_reason is not None:
+                    self._ended += 1
                 yield item
+        except GGUFServeError:
+            self._failed = True
+            raise
         finally:
             await self.close()
 
@@ -82,6 +102,7 @@ class Run(Generic[T]):
             async for line in lines:
                 yield line
         except GGUFServeError as exc:
+            self._failed = True
             yield error(exc)
         finally:
             await self.close()
@@ -89,7 +110,12 @@ class Run(Generic[T]):
     async def results(self) -> list[Collected]:
         """Every choice run to its end (a non-stream answer); the run is released afterwards."""
         try:
-            return list(await asyncio.gather(*(collect(s) for s in self.streams)))
+            results = list(await asyncio.gather(*(collect(s) for s in self.streams)))
+            self._ended = sum(1 for r in results if r.finish_reason is not None)
+            return results
+        except GGUFServeError:
+            self._failed = True
+            raise
         finally:
             await self.close()
 
@@ -103,14 +129,31 @@ class Run(Generic[T]):
                 await stream.aclose()
         finally:
             self.lease.release()
+            self._report()
+
+    def _report(self) -> None:
+        if self.observer is None:
+            return
+        outcome: RunOutcome
+        if self._failed:
+            outcome = "failed"
+        elif self._ended >= len(self.streams):
+            outcome = "completed"
+        else:
+            outcome = "cancelled"
+        self.observer.run_ended(self.api, self.model, outcome)
+        self.observer = None  # once
 
 
 class Lifecycle:
     """Leases models from the manager and runs generation requests on them."""
 
-    def __init__(self, manager: ModelManager, default_model: str) -> None:
+    def __init__(
+        self, manager: ModelManager, default_model: str, observer: RunObserver | None = None
+    ) -> None:
         self.manager = manager
         self.default_model = default_model
+        self.observer = observer
 
     @asynccontextmanager
     async def hold(
@@ -138,6 +181,7 @@ class Lifecycle:
         model: str | None,
         prepare: Prepare[T],
         *,
+        api: str,
         overrides: dict[str, Any] | None = None,
         keep_alive: float | None = None,
     ) -> Run[T]:
@@ -166,4 +210,6 @@ class Lifecycle:
             info=prepared.info,
             started=started,
             load_seconds=load_seconds,
+            api=api,
+            observer=self.observer,
         )

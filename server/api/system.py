@@ -1,13 +1,14 @@
-"""Operator endpoints: /health (readiness), /version, /slots."""
+"""Operator endpoints: /health (readiness), /version, /slots, /metrics."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel
 
 from server import __version__
+from server.api.metrics import Metrics
 from server.scheduler import ModelManager
 
 router = APIRouter(tags=["system"])
@@ -71,6 +72,16 @@ async def slots(request: Request) -> list[ModelSlots]:
             )
         )
     return out
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format (OpenMetrics when the scraper asks for it)."""
+    registry: Metrics | None = request.app.state.metrics
+    if registry is None:
+        raise HTTPException(404, "metrics are turned off (setting `metrics`)")
+    body, content_type = registry.exposition(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
 
 
 def vars_of(slot: object) -> dict[str, object]:

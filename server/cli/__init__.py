@@ -13,6 +13,9 @@ from server.cli import serve  # noqa: F401
 from server.cli import models  # noqa: F401
 
 # isort: split
+from server.cli import run  # noqa: F401
+
+# isort: split
 from server.cli import insight  # noqa: F401
 
 # isort: split

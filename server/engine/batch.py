@@ -24,16 +24,26 @@ import numpy as np
 
 from server.engine.courier import Courier
 from server.engine.embeddings import Embedder, normalized
-from server.engine.jobs import GenerationStreamImpl, Item, Job, Slot, common_prefix, deliver
+from server.engine.jobs import (
+    GenerationStreamImpl,
+    Item,
+    Job,
+    Slot,
+    common_prefix,
+    deliver,
+    end_report,
+)
 from server.engine.loader import LlamaHandles
 from server.engine.logprobs import token_logprobs
 from server.engine.sampling import Sampler
 from server.engine.textstream import TextStream
 from server.engine.tokenizer import Tokenizer
 from server.engine.types import (
+    EngineReporter,
     FinishReason,
     GenerationEvent,
     GenerationRequest,
+    Outcome,
     SlotInfo,
     TokenLogprob,
     Usage,
@@ -49,8 +59,11 @@ T = TypeVar("T")
 class BatchEngine:
     """The Engine implementation on llama.cpp's batch API with `n_parallel` slots."""
 
-    def __init__(self, handles: LlamaHandles, *, max_queue: int) -> None:
+    def __init__(
+        self, handles: LlamaHandles, *, max_queue: int, reporter: EngineReporter | None = None
+    ) -> None:
         self._h = handles
+        self._reporter = reporter
         self._ctx = handles.ctx
         self._mem = handles.memory
         self.tokenizer = Tokenizer(handles.vocab)
@@ -229,6 +242,10 @@ class BatchEngine:
 
         return await self.call(measure)
 
+    def queued(self) -> int:
+        """Requests submitted and waiting for a slot."""
+        return len(self._pending)
+
     def busy(self) -> bool:
         """Whether any request is running or waiting."""
         return bool(self._pending) or any(s.job is not None for s in self._slots)
@@ -244,11 +261,13 @@ class BatchEngine:
         leftovers: list[tuple[Job, Item]] = []
         for job in self._pending:
             leftovers.append((job, EngineError("the model was unloaded")))
+            self._report_end("error", job)
             job.sampler.free()
         self._pending.clear()
         for slot in self._slots:
             if slot.job is not None:
                 leftovers.append((slot.job, EngineError("the model was unloaded")))
+                self._report_end("error", slot.job, slot)
                 slot.job.sampler.free()
                 slot.job = None
         self._courier.send(leftovers)
@@ -295,9 +314,11 @@ class BatchEngine:
         if any(j.cancelled for j in self._pending):
             for job in [j for j in self._pending if j.cancelled]:
                 self._pending.remove(job)
+                self._report_end("cancelled", job)
                 job.sampler.free()
         for slot in self._slots:
             if slot.job is not None and slot.job.cancelled:
+                self._report_end("cancelled", slot.job, slot)
                 # A stopped answer keeps what the slot evaluated (prompt and generated tokens,
                 # all in the KV cache: `tokens` mirrors it) as its reusable prefix, exactly as a
                 # finished one does: the next turn of that conversation starts from there.
@@ -326,6 +347,8 @@ class BatchEngine:
             best.text = TextStream(job.req.stop)
             job.t_admit = time.perf_counter()
             job.sampler.prime(prompt, job.req.sampling.repeat_last_n)
+            if self._reporter is not None:
+                self._tell(self._reporter.admitted, job.t_admit - job.t_submit)
 
     def _release(self, slot: Slot, *, clear_kv: bool) -> None:
         job = slot.job
@@ -344,6 +367,7 @@ class BatchEngine:
         for slot in self._slots:
             if slot.job is not None:
                 out.append((slot.job, EngineError(f"generation failed: {exc}")))
+                self._report_end("error", slot.job, slot)
                 self._release(slot, clear_kv=True)
         return out
 
@@ -409,6 +433,7 @@ class BatchEngine:
             except Exception as exc:
                 logger.exception("request failed in slot %d", slot.id)
                 out.append((job, EngineError(f"generation failed: {exc}")))
+                self._report_end("error", job, slot)
                 self._release(slot, clear_kv=True)
                 continue
             if event is not None:
@@ -419,6 +444,8 @@ class BatchEngine:
         token = job.sampler.sample(self._ctx, idx)
         if not job.t_first:
             job.t_first = now
+            if self._reporter is not None:
+                self._tell(self._reporter.first_token, now - job.t_submit)
         slot.generated += 1
         req = job.req
         lps: tuple[TokenLogprob, ...] = ()
@@ -458,6 +485,7 @@ class BatchEngine:
         generated = slot.tokens[len(req.prompt_tokens) :]
         if not self.tokenizer.is_eog(token):
             generated.append(token)
+        self._report_end(finish, job, slot, end)
         self._release(slot, clear_kv=False)
         return GenerationEvent(
             text=text,
@@ -466,6 +494,21 @@ class BatchEngine:
             logprobs=lps,
             completion_ids=tuple(generated),
         )
+
+    # ---- reporting (metrics) ------------------------------------------------------------------
+
+    def _report_end(
+        self, outcome: Outcome, job: Job, slot: Slot | None = None, end: float | None = None
+    ) -> None:
+        """Tell the reporter how `job` ended; `slot` is where it ran (None: it never got one)."""
+        if self._reporter is not None:
+            self._tell(self._reporter.finished, end_report(outcome, job, slot, end))
+
+    def _tell(self, method: Callable[[Any], None], value: Any) -> None:
+        try:
+            method(value)
+        except Exception:  # metrics must never take a request (or the worker) down
+            logger.exception("the engine's reporter failed")
 
 
 def _choose_slot(free: list[Slot], prompt: list[int]) -> tuple[Slot, int]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from server.engine.batch import BatchEngine
 from server.engine.loader import LlamaHandles, ModelFacts, resolve_options
 from server.engine.options import LoadOptions
+from server.engine.types import EngineReporter
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ def start_engine(
     n_ctx_cap: int,
     max_queue: int,
     label: str | None = None,
+    reporter: EngineReporter | None = None,
 ) -> BatchEngine:
     """Load `path` with `options` (validated against `facts`) and start its worker thread.
 
@@ -47,7 +49,7 @@ def start_engine(
         effective.flash_attn,
         effective.n_gpu_layers,
     )
-    return BatchEngine(handles, max_queue=max_queue)
+    return BatchEngine(handles, max_queue=max_queue, reporter=reporter)
 
 
 def auto_gpu_layers(path: Path, options: LoadOptions, *, n_ctx_cap: int) -> int:

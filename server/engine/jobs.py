@@ -12,7 +12,13 @@ from typing import Protocol
 
 from server.engine.sampling import Sampler
 from server.engine.textstream import TextStream
-from server.engine.types import GenerationEvent, GenerationRequest, OutputWatch
+from server.engine.types import (
+    GenerationEvent,
+    GenerationRequest,
+    Outcome,
+    OutputWatch,
+    RequestReport,
+)
 
 Item = GenerationEvent | BaseException
 
@@ -135,6 +141,19 @@ class GenerationStreamImpl:
 def deliver(items: list[tuple[Job, Item]]) -> None:
     for job, item in items:
         job.queue.put_nowait(item)
+
+
+def end_report(outcome: Outcome, job: Job, slot: Slot | None, end: float | None) -> RequestReport:
+    """How `job` ended, for the engine's reporter; `slot` is where it ran (None: it never got
+    one), `end` when its last token came (None: now)."""
+    ran = slot is not None and slot.job is job
+    return RequestReport(
+        outcome=outcome,
+        prompt_tokens=min(slot.n_done, len(job.req.prompt_tokens)) if slot and ran else 0,
+        cached_tokens=slot.cached if slot and ran else 0,
+        generated_tokens=slot.generated if slot and ran else 0,
+        generation_seconds=((end or time.perf_counter()) - job.t_first) if job.t_first else 0.0,
+    )
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

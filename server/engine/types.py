@@ -119,6 +119,40 @@ class SlotInfo:
     kv_tokens: int
 
 
+Outcome = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReport:
+    """What one request cost, as the engine saw it when the request ended (however it ended).
+
+    Token counts are what was really processed: a request cancelled mid-answer reports the
+    prompt tokens it evaluated and the tokens it generated until then.
+    """
+
+    outcome: Outcome
+    prompt_tokens: int  # evaluated or reused from the cache
+    cached_tokens: int  # reused from the slot's cache
+    generated_tokens: int
+    generation_seconds: float  # first token to the end
+
+
+class EngineReporter(Protocol):
+    """Where an engine reports its requests (metrics). Called on the engine's worker thread, a
+    few times per request and never per token, so an implementation must be thread-safe and
+    quick; the engine never waits on anything else for it."""
+
+    def admitted(self, queue_seconds: float) -> None:
+        """A request got a slot after waiting `queue_seconds` since it was submitted."""
+        ...
+
+    def first_token(self, seconds: float) -> None:
+        """A request's first token came `seconds` after it was submitted (queue + prefill)."""
+        ...
+
+    def finished(self, report: RequestReport) -> None: ...
+
+
 class GenerationStream(Protocol):
     """Async iterator of events; leaving the loop early (aclose) cancels the request."""
 
@@ -175,5 +209,9 @@ class Engine(Protocol):
         ...
 
     def slots(self) -> list[SlotInfo]: ...
+
+    def queued(self) -> int:
+        """Requests submitted and waiting for a slot."""
+        ...
 
     def close(self) -> None: ...

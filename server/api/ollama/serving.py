@@ -121,7 +121,9 @@ class OllamaGeneration:
             )
             return Prepared([request], OllamaRun(tokens, tool_support))
 
-        return await self.lifecycle.start(model, prepare, overrides=split.load, keep_alive=seconds)
+        return await self.lifecycle.start(
+            model, prepare, api="ollama", overrides=split.load, keep_alive=seconds
+        )
 
     # ---- /api/chat --------------------------------------------------------------------------
 

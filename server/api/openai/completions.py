@@ -77,7 +77,7 @@ class CompletionService:
             info = CompletionRun(body, per_prompt, texts, [len(t) for t in prompts])
             return Prepared([] if body.max_tokens == 0 else requests, info)
 
-        return await self.lifecycle.start(body.model, prepare)
+        return await self.lifecycle.start(body.model, prepare, api="openai")
 
     async def complete(self, run: Run[CompletionRun]) -> Completion:
         info, body = run.info, run.info.body

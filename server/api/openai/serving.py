@@ -70,7 +70,7 @@ class ChatService:
             info = ChatRun(body.include_usage, prompt.plan, inputs.top_logprobs)
             return Prepared(requests, info, grammar_param=_grammar_param(body))
 
-        return await self.lifecycle.start(body.model, prepare)
+        return await self.lifecycle.start(body.model, prepare, api="openai")
 
     async def complete(self, run: Run[ChatRun]) -> ChatCompletion:
         """Run every choice to the end and build one response."""
