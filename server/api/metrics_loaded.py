@@ -63,7 +63,6 @@ class LoadedModelsCollector(Collector):
             queued.add_metric([model.name], engine.queued())
             kv_used.add_metric([model.name], sum(s.kv_tokens for s in states))
             kv_total.add_metric([model.name], engine.n_ctx_slot * len(states))
-            plan: Any = getattr(model, "plan", None)  # the memory planner's, where it exists
-            for device in getattr(plan, "devices", None) or ():
-                memory.add_metric([model.name, str(device.name)], float(device.total))
+            for device in model.plan.devices if model.plan is not None else ():
+                memory.add_metric([model.name, device.name], float(device.total))
         yield from (loaded, slots, busy, queued, kv_used, kv_total, memory)
