@@ -10,6 +10,7 @@ from server.validation import describe, error_parts
 _STATUS: list[tuple[type[e.GGUFServeError], int]] = [
     (e.ModelNotFound, 404),
     (e.Overloaded, 503),
+    (e.ModelUnavailable, 503),
     (e.InvalidRequest, 400),
     (e.InvalidModelFile, 400),
     (e.ModelLoadError, 500),
@@ -29,7 +30,7 @@ def status_for(exc: e.GGUFServeError) -> int:
 
 def headers_for(exc: e.GGUFServeError) -> dict[str, str]:
     """Extra response headers (Retry-After for an overloaded queue)."""
-    if isinstance(exc, e.Overloaded):
+    if isinstance(exc, e.Overloaded | e.ModelUnavailable):
         return {"Retry-After": str(exc.retry_after)}
     return {}
 
