@@ -16,6 +16,9 @@ from server.cli import models  # noqa: F401
 from server.cli import insight  # noqa: F401
 
 # isort: split
+from server.cli import scale  # noqa: F401
+
+# isort: split
 from server.cli.common import app, fail
 from server.errors import GGUFServeError
 from server.settings import SettingsError
