@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from server.cli.common import app
+from server.cli.common import ConfigDirOption, HomeOption, app, fail, settings_for
 
 
 @app.command("rpc-server")
@@ -48,3 +48,50 @@ def rpc_server(
     check_bind(host, allow_public=allow_public_bind)
     argv = command(find_binary(binary), host, port, threads=threads, devices=device, cache=cache)
     os.execv(argv[0], argv)  # the server is the process: signals and exit status are its own
+
+
+@app.command("ray")
+def ray_command(
+    ctx: typer.Context,
+    replicas: Annotated[
+        str | None, typer.Option(help="Replica count, or 'auto' to autoscale (`ray.replicas`).")
+    ] = None,
+    router: Annotated[
+        str | None, typer.Option(help="affinity | power-of-two (setting `ray.router`).")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster: 'auto' or ray://HEAD:10001 (`ray.address`).")
+    ] = None,
+    http_host: Annotated[str | None, typer.Option(help="Ray proxy address.")] = None,
+    http_port: Annotated[int | None, typer.Option(help="Ray proxy port.")] = None,
+    cpus_per_replica: Annotated[
+        float | None, typer.Option(help="CPUs (threads) per replica.")
+    ] = None,
+    gpus_per_replica: Annotated[float | None, typer.Option(help="GPUs per replica.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Default model each replica preloads.")
+    ] = None,
+    config_dir: ConfigDirOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Serve replicas of gguf-serve on a Ray cluster (needs the `ray` extra)."""
+    given = {
+        "replicas": int(replicas) if replicas and replicas.isdigit() else replicas,
+        "router": router,
+        "address": address,
+        "http_host": http_host,
+        "http_port": http_port,
+        "cpus_per_replica": cpus_per_replica,
+        "gpus_per_replica": gpus_per_replica,
+    }
+    settings = settings_for(ctx, home, config_dir, default_model=model)
+    ray_opts = {**settings.ray.model_dump(), **{k: v for k, v in given.items() if v is not None}}
+    settings = settings_for(ctx, home, config_dir, default_model=model, ray=ray_opts)
+    try:
+        from server.deploy.ray import run
+    except ImportError:
+        fail("Ray is not installed: pip install 'gguf-serve[ray]'", 1)
+    from server.app import configure_logging
+
+    configure_logging(settings.log_level)
+    run(settings)
