@@ -15,6 +15,9 @@ its request cancelled in the replica, which frees the slot.
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -153,3 +156,33 @@ def run(settings: Settings) -> None:
     ray.init(address=None if opts.address == "auto" else opts.address, ignore_reinit_error=True)
     serve.start(http_options={"host": opts.http_host, "port": opts.http_port})
     serve.run(build(settings), name=opts.app_name, route_prefix="/", blocking=True)
+
+
+@contextmanager
+def simulated_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[Any]:
+    """A Ray cluster of `nodes` nodes on this machine, all on loopback; the driver joins it.
+
+    For trying replicas (and for the tests and benchmarks) without other hosts. Ray resolves
+    "this node" to the machine's outward address unless told not to, so loopback is forced
+    for this process and the Ray processes it starts.
+    """
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # inherited by Ray's processes
+    ray_constants.ENABLE_RAY_CLUSTER = False  # this process: node address = 127.0.0.1
+    node = {
+        "num_cpus": cpus_per_node,
+        "object_store_memory": 80 << 20,
+        "node_ip_address": "127.0.0.1",
+    }
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    try:
+        for _ in range(nodes - 1):
+            cluster.add_node(**node)
+        ray.init(address=cluster.address, _node_ip_address="127.0.0.1", log_to_driver=False)
+        yield cluster
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        cluster.shutdown()

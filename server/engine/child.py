@@ -23,6 +23,7 @@ from typing import Any
 from server.engine.factory import start_batch_engine
 from server.engine.loader import ModelFacts
 from server.engine.options import LoadOptions
+from server.engine.rpc import RpcDevice, register_servers
 from server.engine.types import GenerationRequest, SlotInfo
 from server.errors import EngineError, GGUFServeError
 
@@ -52,6 +53,7 @@ class ReadyInfo:
     n_parallel: int
     n_embd: int
     placement: tuple[tuple[str, str, float], ...]  # (buffer, kind, MiB) as llama.cpp logged them
+    devices: tuple[RpcDevice, ...]  # the rpc-servers' devices, free memory before the load
 
 
 _BUFFER = re.compile(
@@ -97,6 +99,7 @@ def _load(config: ChildConfig) -> tuple[Any, ReadyInfo]:
         n_parallel=engine.n_parallel,
         n_embd=engine.n_embd,
         placement=tuple(placement.buffers),
+        devices=tuple(register_servers(config.options.rpc_servers)),  # registered: no new calls
     )
     return engine, info
 

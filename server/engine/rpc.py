@@ -13,9 +13,13 @@ unreachable or dies, which is why only a supervised child process (engine/child.
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 import socket
+import subprocess
+import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import llama_cpp
@@ -36,6 +40,11 @@ class RpcDevice:
     description: str
     free: int
     total: int
+
+
+# The planner's view (engine/memory.py, issue 12): each RpcDevice is a Device of kind "rpc"
+# named f"{name}[{endpoint}]", with `free` and `total`; LoadOptions.tensor_split gives the
+# shares in this order (rpc_servers first, as llama.cpp orders devices).
 
 
 def _ggml() -> ctypes.CDLL:
@@ -129,3 +138,46 @@ def reachable(endpoint: str, timeout: float = 2.0) -> bool:
             return True
     except OSError:
         return False
+
+
+def describe_servers(endpoints: tuple[str, ...], *, timeout: float = 30.0) -> list[RpcDevice]:
+    """The devices (and their free memory) the rpc-servers offer, in llama.cpp's order.
+
+    For planning before a load (engine/memory.py takes them as devices of kind "rpc"). Asked
+    from a short-lived process, since registering is for life and a lost server aborts it; an
+    rpc-server serves one client at a time, so this waits while a loaded model holds it.
+    Raises ModelLoadError if a server does not answer in `timeout` seconds.
+    """
+    down = [e for e in endpoints if not reachable(e)]
+    if down:
+        raise ModelLoadError(f"rpc-server {', '.join(down)} does not accept connections")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "server.engine.rpc", *endpoints],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "GGML_NO_BACKTRACE": "1"},
+        )
+    except subprocess.TimeoutExpired:
+        raise ModelLoadError(
+            f"rpc-servers {', '.join(endpoints)} did not answer in {timeout:.0f}s "
+            "(one serves a single client: is a loaded model using it?)"
+        ) from None
+    if done.returncode != 0:
+        raise ModelLoadError(f"could not query rpc-servers: {done.stderr.strip()[-300:]}")
+    return [RpcDevice(**row) for row in json.loads(done.stdout.strip().splitlines()[-1])]
+
+
+def _main(argv: list[str]) -> int:
+    """`python -m server.engine.rpc HOST:PORT ...`: print the servers' devices as JSON."""
+    from server.engine.loader import _ensure_backend
+
+    _ensure_backend()
+    devices = register_servers(tuple(argv))
+    print(json.dumps([asdict(d) for d in devices]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

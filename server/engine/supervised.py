@@ -26,7 +26,7 @@ from server.engine.child import ChildConfig, ReadyInfo
 from server.engine.child_process import ChildProcess
 from server.engine.loader import _ensure_backend
 from server.engine.options import LoadOptions
-from server.engine.rpc import reachable
+from server.engine.rpc import RpcDevice, reachable
 from server.engine.sampling import Sampler
 from server.engine.tokenizer import Tokenizer
 from server.engine.types import GenerationEvent, GenerationRequest, SlotInfo
@@ -147,6 +147,11 @@ class SupervisedEngine:
     def placement(self) -> tuple[tuple[str, str, float], ...]:
         """(buffer, model|KV|compute|output, MiB) for each buffer llama.cpp allocated."""
         return self._info.placement
+
+    @property
+    def rpc_devices(self) -> tuple[RpcDevice, ...]:
+        """The rpc-servers' devices and their free memory when the model loaded."""
+        return self._info.devices
 
     @property
     def available(self) -> bool:

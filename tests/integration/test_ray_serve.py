@@ -30,7 +30,6 @@ pytestmark = [
 ]
 
 REPLICA, NODE = "x-gguf-serve-replica", "x-gguf-serve-node"
-MB = 1 << 20
 
 
 @dataclass
@@ -44,19 +43,14 @@ class RayService:
 @pytest.fixture(scope="module")
 def ray_service(model_home: Path) -> Iterator[RayService]:
     try:
-        import ray
         from ray import serve
-        from ray.cluster_utils import Cluster
+
+        from server.deploy.ray import build, simulated_cluster
     except ImportError:
         pytest.fail(f"Ray is not installed: pip install -e '.[ray]' (or set {SKIP_ENV}=1)")
-    from server.deploy.ray import build
     from server.settings import load_settings
 
-    node = {"num_cpus": 1, "object_store_memory": 80 * MB}
-    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
-    worker = cluster.add_node(**node)
-    try:
-        ray.init(address=cluster.address, log_to_driver=False)
+    with simulated_cluster(nodes=2, cpus_per_node=1) as cluster:
         port = free_port()
         settings = load_settings(
             home=model_home,
@@ -66,13 +60,10 @@ def ray_service(model_home: Path) -> Iterator[RayService]:
         )
         serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
         serve.run(build(settings), name="gguf-serve", route_prefix="/")
-        service = RayService(f"http://127.0.0.1:{port}", cluster, cluster.head_node.node_id, worker)
+        head, worker = cluster.head_node, cluster.list_all_nodes()[1]
+        service = RayService(f"http://127.0.0.1:{port}", cluster, head.node_id, worker)
         _wait_ready(service.url)
         yield service
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        cluster.shutdown()
 
 
 def _wait_ready(url: str, timeout: float = 180) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from server.engine.rpc import reachable
+from server.engine.rpc import describe_servers, reachable
 from server.registry import Store
 from tests.integration.conftest import REPO, RunningServer, start_server
 from tests.integration.simhosts import SKIP_ENV, SimHost, make_hosts, preflight, remove_hosts
@@ -112,6 +112,14 @@ def greedy(url: str, model: str) -> tuple[list[str], str]:
     assert r.status_code == 200, r.text
     choice = r.json()["choices"][0]
     return [t["token"] for t in choice["logprobs"]["content"]], choice["message"]["content"]
+
+
+def test_servers_describe_their_devices_for_the_memory_planner(hosts: list[SimHost]) -> None:
+    # Before split_server connects: an rpc-server answers one client at a time.
+    endpoints = tuple(f"{h.address}:{PORT}" for h in hosts)
+    devices = describe_servers(endpoints)
+    assert [d.endpoint for d in devices] == list(endpoints)
+    assert all(d.name.startswith("RPC") and 0 < d.free <= d.total for d in devices)
 
 
 def test_load_log_shows_model_and_kv_buffers_on_both_hosts(
