@@ -301,11 +301,17 @@ class SupervisedEngine:
                 self._fail_all(
                     ModelUnavailable(f"{self.label} is unavailable ({self._down_reason})")
                 )
+            down = [e for e in self._config.options.rpc_servers if not reachable(e)]
+            if down:  # a cheap probe every second; loads only once every server answers
+                with self._lock:
+                    self._down_reason = f"rpc-server {', '.join(down)} does not accept connections"
+                self._closing.wait(PROBE_SECONDS)
+                continue
             try:
                 self._info = self._start_child()
                 backoff = PROBE_SECONDS
                 logger.info("%s: restored", self.label)
-            except GGUFServeError as exc:
+            except GGUFServeError as exc:  # the load failed: back off before the next one
                 with self._lock:
                     self._down_reason = exc.message
                 self._closing.wait(backoff)
