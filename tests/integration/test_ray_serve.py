@@ -159,6 +159,24 @@ def test_client_disconnect_frees_the_slot_in_the_replica(ray_service: RayService
     pytest.fail("the replica still generates for a client that left (1500 tokens take ~1 min)")
 
 
+def test_a_session_sticks_to_one_replica_and_sessions_use_both(ray_service: RayService) -> None:
+    body = {"model": DEFAULT_MODEL, "prompt": "Hi.", "stream": False, "options": {"num_predict": 1}}
+
+    def replica(session: str) -> str:
+        r = httpx.post(
+            f"{ray_service.url}/api/generate",
+            json=body,
+            headers={"x-session-id": session},
+            timeout=60,
+        )
+        assert r.status_code == 200
+        return r.headers[REPLICA]
+
+    for session in ("alice", "bob"):
+        assert len({replica(session) for _ in range(4)}) == 1
+    assert len({replica(f"user-{i}") for i in range(12)}) == 2
+
+
 def test_removing_a_node_leaves_the_service_answering(ray_service: RayService) -> None:
     ray_service.cluster.remove_node(ray_service.worker)
     body = {
