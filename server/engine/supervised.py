@@ -26,6 +26,7 @@ from server.engine.child import ChildConfig, ReadyInfo
 from server.engine.child_process import ChildProcess
 from server.engine.loader import _ensure_backend
 from server.engine.options import LoadOptions
+from server.engine.remote import RemoteStream, settle
 from server.engine.rpc import RpcDevice, reachable
 from server.engine.sampling import Sampler
 from server.engine.tokenizer import Tokenizer
@@ -45,45 +46,6 @@ PROBE_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 30.0
 
 
-class RemoteStream:
-    """Events of one request running in the child; aclose() cancels it there."""
-
-    def __init__(self, engine: SupervisedEngine, rid: int) -> None:
-        self._engine = engine
-        self.rid = rid
-        self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
-        self._done = False
-
-    def __aiter__(self) -> RemoteStream:
-        return self
-
-    async def __anext__(self) -> GenerationEvent:
-        if self._done:
-            raise StopAsyncIteration
-        item = await self.queue.get()
-        if isinstance(item, BaseException):
-            self._done = True
-            raise item
-        if item.finish_reason is not None:
-            self._done = True
-        return item
-
-    async def aclose(self) -> None:
-        if not self._done:
-            self._done = True
-            self._engine._cancel(self.rid)
-
-    def __del__(self) -> None:  # a response body that was never iterated still frees its slot
-        if not self._done:
-            self._engine._cancel(self.rid)
-
-    def put(self, item: GenerationEvent | BaseException) -> None:
-        """From any thread."""
-        with contextlib.suppress(RuntimeError):  # loop closed: nobody is listening
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-
-
 class SupervisedEngine:
     """The Engine protocol over a child process that holds the model (and its rpc-servers)."""
 
@@ -100,7 +62,7 @@ class SupervisedEngine:
         )
         self._vocab_model = _load_vocab(path)
         self.tokenizer = Tokenizer(llama_cpp.llama_model_get_vocab(self._vocab_model))
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # RemoteStream.__del__ may run while it is held
         self._ids = itertools.count(1)
         self._streams: dict[int, RemoteStream] = {}
         self._calls: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = {}
@@ -152,10 +114,6 @@ class SupervisedEngine:
     def rpc_devices(self) -> tuple[RpcDevice, ...]:
         """The rpc-servers' devices and their free memory when the model loaded."""
         return self._info.devices
-
-    @property
-    def available(self) -> bool:
-        return self._child is not None and not self._down_reason
 
     def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
         return self.tokenizer.tokenize(text, add_special=add_special)
@@ -216,6 +174,10 @@ class SupervisedEngine:
         if child is not None:
             child.stop()
         self._supervisor.join(timeout=15)
+        with self._lock:
+            late, self._child = self._child, None
+        if late is not None and late is not child:  # one the supervisor was starting
+            late.stop()
         self._fail_all(EngineError("the model was unloaded"))
         llama_cpp.llama_model_free(self._vocab_model)
 
@@ -232,7 +194,7 @@ class SupervisedEngine:
                 f"{self.label} is unavailable ({self._down_reason or 'starting'}); retry later"
             )
 
-    def _cancel(self, rid: int) -> None:
+    def cancel_remote(self, rid: int) -> None:
         with self._lock:
             known = self._streams.pop(rid, None) is not None
             child = self._child
@@ -310,6 +272,8 @@ class SupervisedEngine:
             try:
                 self._info = self._start_child()
                 backoff = PROBE_SECONDS
+                if self._closing.is_set():
+                    return  # close() stops the child it finds
                 logger.info("%s: restored", self.label)
             except GGUFServeError as exc:  # the load failed: back off before the next one
                 with self._lock:
@@ -349,7 +313,7 @@ class SupervisedEngine:
             loop, future = call
             setter = future.set_exception if failed else future.set_result
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, future, setter, value)
+                loop.call_soon_threadsafe(settle, future, setter, value)
 
     def _fail_all(self, error: GGUFServeError) -> None:
         with self._lock:
@@ -359,12 +323,7 @@ class SupervisedEngine:
             stream.put(error)
         for loop, future in calls:
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, future, future.set_exception, error)
-
-
-def _settle(future: asyncio.Future[Any], setter: Any, value: Any) -> None:
-    if not future.done():
-        setter(value)
+                loop.call_soon_threadsafe(settle, future, future.set_exception, error)
 
 
 def _load_vocab(path: Path) -> Any:
