@@ -91,7 +91,7 @@ def conversation(i: int, salt: str) -> list[dict[str, str]]:
     """A long system prompt distinct per conversation (and per run: no cache from earlier)."""
     facts = " ".join(
         f"Fact {k} about archive {i}-{salt}: shelf {k * 7 % 13} holds {k + i} maps."
-        for k in range(40)
+        for k in range(20)
     )
     return [
         {"role": "system", "content": f"You are archivist {i}. {facts}"},
@@ -106,7 +106,7 @@ def ask(
     body = {
         "model": MODEL,
         "messages": messages,
-        "max_tokens": 12,
+        "max_tokens": 8,
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -157,7 +157,7 @@ def main() -> None:
     ap.add_argument("mode", choices=["throughput", "affinity"])
     ap.add_argument("--streams", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--conversations", type=int, default=8)
+    ap.add_argument("--conversations", type=int, default=6)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     out: dict[str, Any] = {"machine": machine(), "args": vars(args)}
@@ -181,7 +181,11 @@ def main() -> None:
                 for router in results:
                     url = deploy(port, 2, router, n_parallel=4)
                     salt = f"{router}-{len(results[router])}-{time.monotonic_ns()}"
-                    results[router].append(next_turn_ttft(url, args.conversations, salt))
+                    row = next_turn_ttft(url, args.conversations, salt)
+                    results[router].append(row)
+                    print(f"{router}: turn-2 TTFTs {[round(r['ttft'] * 1000) for r in row['rows']]} ms, "
+                          f"cached {[r['cached'] for r in row['rows']]}, same replica {row['same']}",
+                          flush=True)  # fmt: skip
             for router, rows in results.items():
                 ttft = median([r["ttft_median"] for r in rows])
                 same = sum(r["same"] for r in rows) / (len(rows) * args.conversations)

@@ -170,6 +170,8 @@ def simulated_cluster(nodes: int = 2, cpus_per_node: int = 1) -> Iterator[Any]:
     from ray.cluster_utils import Cluster
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # inherited by Ray's processes
+    # Ray starts workers at nice 15; replicas are the workload here, not background tasks.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray_constants.ENABLE_RAY_CLUSTER = False  # this process: node address = 127.0.0.1
     node = {
         "num_cpus": cpus_per_node,
