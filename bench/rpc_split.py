@@ -2,7 +2,7 @@
 
 Two `rpc-server`s on loopback (one thread each), one gguf-serve serving the model twice: as
 `smollm2:135m` split over both servers (every layer offloaded, tensor_split 1:1, the engine in
-its supervised child) and as `smollm2-local:135m` in-process (2 threads). Single stream,
+its supervised child) and as `smollm2-local:135m` in-process (`--threads`, default 1: the same per-host compute). Single stream,
 greedy, 128 new tokens, alternating rounds, medians. Loopback has no real network latency:
 this is the protocol's and the extra process hops' cost, a floor for real hosts.
 
@@ -45,6 +45,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1, help="in-process threads (1 per server)")
     args = ap.parse_args()
     binary = REPO / ".cache" / "rpc-server" / "rpc-server"
     source = Registry(load_settings()).resolve(MODEL).path
@@ -63,6 +64,7 @@ def main() -> None:
             time.sleep(0.1)
         load = {"rpc_servers": endpoints, "n_gpu_layers": -1, "tensor_split": [1, 1]}
         server = start_server(
+            threads=args.threads,
             GGUF_SERVE_HOME=tmp,
             GGUF_SERVE_MODELS=json.dumps({MODEL: {"load": load}}),
             GGUF_SERVE_MAX_LOADED_MODELS="2",
