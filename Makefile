@@ -7,7 +7,9 @@ MODEL  ?= smollm2:135m
 HOST   ?= 127.0.0.1
 PORT   ?= 11434
 
-.PHONY: run test install model browser lint typecheck unit integration bench bench-memory bench-quant clean test-container
+RPC_SERVER := .cache/rpc-server/rpc-server
+
+.PHONY: run test install model browser lint typecheck unit integration bench bench-memory bench-quant clean test-container rpc-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +19,17 @@ $(BIN)/python:
 # with llama.cpp's RPC backend on); the venv, the image and the RPC tools all use that one build.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$$($(PYTHON) scripts/llama_wheel.py)"
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# llama.cpp's rpc-server for split models (`gguf-serve rpc-server`): one C++ file from the same
+# llama-cpp-python sdist, linked against the installed libggml-rpc.so (seconds, not a rebuild).
+rpc-server: $(RPC_SERVER)
+
+$(RPC_SERVER): $(STAMP) scripts/build_rpc_server.py
+	$(BIN)/python scripts/build_rpc_server.py --out $@
 
 model: install
 	@$(BIN)/gguf-serve show $(MODEL) >/dev/null 2>&1 || $(BIN)/gguf-serve pull $(MODEL)
@@ -44,13 +53,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: lint typecheck browser
+test: lint typecheck browser rpc-server
 	$(BIN)/python -m pytest
 
 unit: install
 	$(BIN)/python -m pytest tests/unit
 
-integration: install browser
+integration: install browser rpc-server
 	$(BIN)/python -m pytest tests/integration
 
 # The Dockerfile and compose.yaml built and run for real with podman (tests/container/run.sh).

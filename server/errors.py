@@ -111,6 +111,16 @@ class Overloaded(GGUFServeError):
         self.retry_after = retry_after
 
 
+class ModelUnavailable(GGUFServeError):
+    """A loaded model cannot serve now (its engine process is down or restarting); retry later."""
+
+    code = "model_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class EngineError(GGUFServeError):
     """A failure inside the engine while serving one request."""
 

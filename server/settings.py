@@ -30,6 +30,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from server.deploy.options import RayOptions
 from server.durations import parse_duration
 from server.engine.options import LoadOptions
 from server.validation import describe
@@ -272,6 +273,10 @@ class Settings(BaseSettings):
         default_factory=default_hf_token,
         repr=False,
         description="Hugging Face access token for gated or private repos (env HF_TOKEN).",
+    )
+
+    ray: RayOptions = Field(
+        default_factory=RayOptions, description="Replicas on Ray Serve (`gguf-serve ray`)."
     )
 
     @field_validator("keep_alive", mode="before")

@@ -13,6 +13,7 @@ _STATUS: list[tuple[type[e.GGUFServeError], int]] = [
     (e.Overloaded, 503),
     (e.PayloadTooLarge, 413),
     (e.Forbidden, 403),
+    (e.ModelUnavailable, 503),
     (e.InvalidRequest, 400),
     (e.InvalidModelFile, 400),
     (e.ModelLoadError, 422),  # not retried by the SDKs (they retry 408, 409, 429, 5xx)
@@ -31,9 +32,10 @@ def status_for(exc: e.GGUFServeError) -> int:
 
 
 def headers_for(exc: e.GGUFServeError) -> dict[str, str]:
-    """Extra response headers: Retry-After for an overloaded queue; for a body past its limit,
-    Connection: close, so the server stops reading the rest of it."""
-    if isinstance(exc, e.Overloaded):
+    """Extra response headers: Retry-After for an overloaded queue or a model that is
+    restarting; for a body past its limit, Connection: close, so the server stops reading the
+    rest of it."""
+    if isinstance(exc, e.Overloaded | e.ModelUnavailable):
         return {"Retry-After": str(exc.retry_after)}
     if isinstance(exc, e.PayloadTooLarge):
         return {"Connection": "close"}

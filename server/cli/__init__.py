@@ -25,6 +25,9 @@ from server.cli import ops  # noqa: F401
 from server.cli import compare  # noqa: F401
 
 # isort: split
+from server.cli import scale  # noqa: F401
+
+# isort: split
 from server.cli.common import app, fail
 from server.errors import GGUFServeError
 from server.settings import SettingsError

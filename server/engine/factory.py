@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.engine.batch import BatchEngine
 from server.engine.loader import LlamaHandles, ModelFacts, resolve_options
 from server.engine.options import LoadOptions
 from server.engine.types import EngineReporter
+
+if TYPE_CHECKING:
+    from server.engine.supervised import SupervisedEngine
 
 logger = logging.getLogger(__name__)
 
@@ -23,13 +27,42 @@ def start_engine(
     max_queue: int,
     label: str | None = None,
     reporter: EngineReporter | None = None,
-) -> BatchEngine:
+) -> BatchEngine | SupervisedEngine:
     """Load `path` with `options` (validated against `facts`) and start its worker thread.
 
-    `n_gpu_layers: auto` is planned here from the file's header and llama.cpp's devices when the
-    caller has not planned it (the scheduler does). Raises InvalidLoadOptions for option
-    combinations that cannot work, ModelLoadError when llama.cpp refuses the file or the context.
+    A model with `rpc_servers` runs in a supervised child process (llama.cpp aborts the whole
+    process when an rpc-server goes away). `n_gpu_layers: auto` is planned here from the file's
+    header and llama.cpp's devices when the caller has not planned it (the scheduler does).
+    Raises InvalidLoadOptions for option combinations that cannot work, ModelLoadError when
+    llama.cpp refuses the file or the context.
     """
+    if options.rpc_servers:
+        from server.engine.supervised import SupervisedEngine
+
+        effective = resolve_options(options, facts, n_ctx_cap=n_ctx_cap)
+        return SupervisedEngine(path, effective, max_queue=max_queue, label=label or path.name)
+    return start_batch_engine(
+        path,
+        options,
+        facts,
+        n_ctx_cap=n_ctx_cap,
+        max_queue=max_queue,
+        label=label,
+        reporter=reporter,
+    )
+
+
+def start_batch_engine(
+    path: Path,
+    options: LoadOptions,
+    facts: ModelFacts,
+    *,
+    n_ctx_cap: int,
+    max_queue: int,
+    label: str | None = None,
+    reporter: EngineReporter | None = None,
+) -> BatchEngine:
+    """Load `path` in this process and start the batch engine's worker thread."""
     effective = resolve_options(options, facts, n_ctx_cap=n_ctx_cap)
     if effective.n_gpu_layers == "auto":
         layers = auto_gpu_layers(path, effective, n_ctx_cap=n_ctx_cap)

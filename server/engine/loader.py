@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 from pathlib import Path
@@ -111,6 +112,20 @@ class LlamaHandles:
         self.options = options
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = options.n_gpu_layers
+        if options.rpc_servers:  # only in a supervised child: llama.cpp aborts if one dies
+            from server.engine.rpc import register_servers
+
+            for dev in register_servers(options.rpc_servers):
+                logger.info(
+                    "rpc device %s at %s: %d MiB free", dev.name, dev.endpoint, dev.free >> 20
+                )
+        if options.tensor_split:
+            split = (
+                ctypes.c_float * max(len(options.tensor_split), llama_cpp.llama_max_devices())
+            )()
+            split[: len(options.tensor_split)] = options.tensor_split
+            self._tensor_split = split  # llama.cpp reads it during the load
+            mparams.tensor_split = split
         if options.use_mmap:
             mparams.load_mode = (
                 llama_cpp.LLAMA_LOAD_MODE_MMAP_MLOCK

@@ -7,6 +7,7 @@ them to llama.cpp's types.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +30,21 @@ CACHE_TYPES: tuple[str, ...] = (
 UNQUANTIZED_CACHE_TYPES = frozenset({"f32", "f16", "bf16"})
 FlashAttn = Literal["on", "off", "auto"]
 GpuLayers = int | Literal["auto"]
+# What llama.cpp's RPC client parses: the host up to the first ':', then a port (so no IPv6).
+_ENDPOINT = re.compile(
+    r"^(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(?P<port>[0-9]{1,5})$"
+)
+MAX_RPC_SERVERS = 16  # GGML_RPC_MAX_SERVERS
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """`host:port` of an rpc-server as (host, port); raises ValueError saying what is wrong."""
+    match = _ENDPOINT.match(text.strip())
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        raise ValueError(
+            f"rpc server {text!r} is not host:port (a host name or IPv4 address, a port 1-65535)"
+        )
+    return match["host"], int(match["port"])
 
 
 class LoadOptions(BaseModel):
@@ -60,6 +76,42 @@ class LoadOptions(BaseModel):
     n_parallel: int = Field(4, ge=1, le=256, description="Parallel slots (sequences) per model.")
     use_mmap: bool = Field(True, description="Memory-map the model file.")
     use_mlock: bool = Field(False, description="Lock the model in RAM (no swapping).")
+    rpc_servers: tuple[str, ...] = Field(
+        (),
+        max_length=MAX_RPC_SERVERS,
+        description="llama.cpp rpc-server endpoints (host:port) that hold offloaded layers and "
+        "their KV cache; the model then runs in a supervised child process.",
+    )
+    tensor_split: tuple[float, ...] = Field(
+        (),
+        max_length=128,
+        description="Share of the offloaded layers per device, in llama.cpp's device order "
+        "(rpc_servers first, then local GPUs); empty = by free memory.",
+    )
+
+    @field_validator("rpc_servers", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):  # llama.cpp's `--rpc a:1,b:2` form
+            return tuple(part for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("rpc_servers")
+    @classmethod
+    def _endpoints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for endpoint in value:
+            parse_endpoint(endpoint)
+        if len(set(value)) != len(value):
+            raise ValueError("rpc_servers lists an endpoint twice")
+        return tuple(e.strip() for e in value)
+
+    @field_validator("tensor_split")
+    @classmethod
+    def _split(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(v < 0 for v in value) or (value and not any(value)):
+            raise ValueError("tensor_split needs non-negative shares, at least one above 0")
+        return value
+
     swa_full: bool = Field(
         True,
         description="Full-size KV cache for sliding-window layers (gemma-style models): needed "
