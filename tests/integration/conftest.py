@@ -141,10 +141,14 @@ CHROMIUM_FLAGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's headless Chromium driven by Playwright (`make browser` installs it; nothing here
-    ever downloads a browser)."""
+    ever downloads a browser).
+
+    Per module: Playwright's sync API keeps an event loop running on this thread while it is
+    open, and any later test that calls asyncio.run would fail.
+    """
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is not installed: run `make browser`")
     from playwright.sync_api import sync_playwright
