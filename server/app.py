@@ -33,6 +33,7 @@ from server.api.text_guard import reject_untokenizable_text
 from server.api.ui import UIFiles
 from server.errors import GGUFServeError, ModelNotFound
 from server.planning import DeviceLister, Planner
+from server.rpc_planning import RpcDevices
 from server.registry import Registry
 from server.scheduler import EngineFactory, ModelManager
 from server.settings import Settings
@@ -113,13 +114,15 @@ def create_app(
     engine_factory: EngineFactory | None = None,
     preload: bool = True,
     devices: DeviceLister | None = None,
+    rpc: RpcDevices | None = None,
 ) -> FastAPI:
     """Build the application; state lives on app.state, created here (no globals).
 
-    `devices` lists the memory devices to plan for (default: llama.cpp's, on first use).
+    `devices` lists the memory devices to plan for (default: llama.cpp's, on first use);
+    `rpc` describes rpc-servers for plans (default: llama.cpp asks them).
     """
     registry = registry or Registry(settings)
-    planner = Planner(settings, registry, devices)
+    planner = Planner(settings, registry, devices, rpc)
     metrics = Metrics() if settings.metrics else None
 
     @asynccontextmanager

@@ -2,7 +2,9 @@
 
 A name in the store is planned from its cached header facts; any other name (`hf.co/...`, an
 Ollama-registry name, an https URL) from its header read over HTTP ranges, before any download.
-The devices are llama.cpp's (engine.devices), imported only when a plan is made.
+The devices are llama.cpp's (engine.devices), imported only when a plan is made, and, for
+load options with `rpc_servers`, each rpc-server's devices (server.rpc_planning), with the
+options' `tensor_split`.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from pydantic import ValidationError
 
 from server.engine.memory import Device, Margins, MemoryPlan, plan_memory
 from server.engine.options import LoadOptions
-from server.errors import InvalidRequest, ModelNotFound
+from server.errors import Forbidden, InvalidRequest, ModelNotFound
 from server.registry import GGUFInfo, Registry
 from server.registry.sources import is_url
+from server.rpc_planning import RpcDevices
 from server.settings import Settings
 from server.validation import describe
 
@@ -48,11 +51,16 @@ class Planner:
     """Names -> header facts -> memory plans, with the server's defaults and margins."""
 
     def __init__(
-        self, settings: Settings, registry: Registry, devices: DeviceLister | None = None
+        self,
+        settings: Settings,
+        registry: Registry,
+        devices: DeviceLister | None = None,
+        rpc: RpcDevices | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self._devices = devices or default_devices
+        self.rpc = rpc or RpcDevices(timeout=settings.rpc_describe_timeout)
 
     @property
     def margins(self) -> Margins:
@@ -91,6 +99,30 @@ class Planner:
                 f"invalid load options: {describe(exc.errors())}", param="options"
             ) from None
 
+    def configured_rpc_servers(self) -> set[str]:
+        """The rpc-servers the operator named: in `load` or in a catalog entry's `load`."""
+        found = set(self.settings.load.rpc_servers)
+        for entry in self.settings.models.values():
+            value = entry.load.get("rpc_servers")
+            if value:
+                try:
+                    found.update(LoadOptions.model_validate({"rpc_servers": value}).rpc_servers)
+                except ValidationError:
+                    continue  # the load itself reports it
+        return found
+
+    def check_rpc_allowed(self, endpoints: tuple[str, ...]) -> None:
+        """Raises Forbidden for endpoints the operator did not configure: an API client must not
+        make the server connect to hosts of its choosing (SCALING.md, security)."""
+        strangers = sorted(set(endpoints) - self.configured_rpc_servers())
+        if strangers:
+            raise Forbidden(
+                f"rpc-server {', '.join(strangers)} is not configured on this server (setting "
+                "load.rpc_servers or a catalog entry's load.rpc_servers); plan other servers "
+                "with `gguf-serve plan NAME --rpc HOST:PORT`",
+                param="rpc_servers",
+            )
+
     def plan(
         self,
         target: PlanTarget,
@@ -100,15 +132,31 @@ class Planner:
         margins: Margins | None = None,
         find_max_ctx: bool = True,
     ) -> MemoryPlan:
-        """The plan of `target` at `options` on `devices` (default: this machine's).
+        """The plan of `target` at `options` on `devices` (default: this machine's, and the
+        rpc-servers' of `options`), split by the options' `tensor_split`.
 
-        Raises InvalidLoadOptions.
+        Raises InvalidLoadOptions, RpcUnavailable.
         """
-        return plan_memory(
+        notes: list[str] = []
+        if devices is None:
+            devices = self.devices()
+            if options.rpc_servers:
+                rpc = self.rpc.devices(options.rpc_servers)
+                devices = [*devices, *rpc.devices]
+                notes = [
+                    f"rpc-server {e} is held by a loaded model: its memory as described before "
+                    "that model loaded"
+                    for e in rpc.remembered
+                ]
+        plan = plan_memory(
             target.info,
             options,
-            devices if devices is not None else self.devices(),
+            devices,
             margins=margins or self.margins,
             n_ctx_cap=self.settings.n_ctx_cap,
+            tensor_split=options.tensor_split or None,
             find_max_ctx=find_max_ctx,
         )
+        if notes:
+            plan = plan.model_copy(update={"notes": [*plan.notes, *notes]})
+        return plan

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from server.budget import MemoryBudget
+from server.budget import MemoryBudget, layers_to_load
 from server.chat.template import ChatTemplate
 from server.engine.options import LoadOptions
 from server.errors import GGUFServeError, InvalidRequest, ModelLoadError
 from server.planning import Planner, PlanTarget
 
 if TYPE_CHECKING:
-    from server.engine.memory import MemoryPlan
+    from server.engine.memory import Device, MemoryPlan
     from server.engine.types import Engine, EngineReporter
     from server.registry import Registry, ResolvedModel
     from server.settings import Settings
@@ -156,6 +156,8 @@ class ModelManager:
         self.settings = settings
         self.registry = registry
         self.budget = MemoryBudget(planner or Planner(settings, registry))
+        # Plans must not ask the rpc-servers our models hold: each serves one client at a time.
+        self.budget.planner.rpc.held = self.rpc_servers_in_use
         self._reporter = reporter
         self._factory = factory or default_engine_factory(settings, reporter)
         # The real check only makes sense for the real engine; a test factory brings its own.
@@ -167,6 +169,10 @@ class ModelManager:
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._loaded.values())
+
+    def rpc_servers_in_use(self) -> set[str]:
+        """The rpc-servers the loaded models hold (callable from any thread)."""
+        return {e for m in list(self._loaded.values()) for e in m.options.rpc_servers}
 
     def options_for(self, resolved: ResolvedModel, overrides: dict[str, Any] | None) -> LoadOptions:
         """Server defaults < the catalog's per-model defaults < per-request overrides.
@@ -207,7 +213,9 @@ class ModelManager:
             current = self._loaded.get(resolved.name)
             if current is not None and current.options == options:
                 return current  # another request loaded it while we waited
-            self.budget.check_alone(target, options)  # before anything is unloaded
+            # this machine's devices, and the rpc-servers' of `options` (asked in a thread)
+            devices = await asyncio.to_thread(self.budget.devices_for, resolved.name, options)
+            self.budget.check_alone(target, options, devices)  # before anything is unloaded
             if self._check is not None:
                 await asyncio.to_thread(self._checked, resolved)
             evicted: list[LoadedModel] = []
@@ -215,7 +223,7 @@ class ModelManager:
                 await self._wait_idle(current)
                 await self._unload(current, "reload")
                 evicted.append(current)
-            plan = await self._make_room(target, options, evicted)
+            plan = await self._make_room(target, options, evicted, devices)
             try:
                 return await self._start(resolved, options, plan)
             except Exception:
@@ -237,7 +245,7 @@ class ModelManager:
         InvalidLoadOptions."""
         effective = options
         if plan is not None:
-            effective = options.model_copy(update={"n_gpu_layers": plan.n_gpu_layers})
+            effective = options.model_copy(update={"n_gpu_layers": layers_to_load(options, plan)})
         started = time.perf_counter()
         try:
             engine, template = await asyncio.to_thread(self._factory, resolved, effective)
@@ -276,7 +284,11 @@ class ModelManager:
                 self._schedule_expiry(model, asyncio.get_running_loop())
 
     async def _make_room(
-        self, target: PlanTarget, options: LoadOptions, evicted: list[LoadedModel]
+        self,
+        target: PlanTarget,
+        options: LoadOptions,
+        evicted: list[LoadedModel],
+        devices: list[Device] | None = None,
     ) -> MemoryPlan:
         """The plan of `target` beside what stays loaded, unloading idle models (least recently
         used first, each added to `evicted`) or waiting for busy ones until it fits and the
@@ -284,7 +296,8 @@ class ModelManager:
         limit = self.settings.max_loaded_models
         while True:
             loaded = list(self._loaded.values())
-            plan = self.budget.plan_beside(target, options, (m.plan for m in loaded if m.plan))
+            plans = (m.plan for m in loaded if m.plan)
+            plan = self.budget.plan_beside(target, options, plans, devices)
             if not loaded or (plan.fits and (limit == 0 or len(loaded) < limit)):
                 return plan  # alone it fits: check_alone said so
             idle = [m for m in loaded if m.refs == 0]

@@ -202,6 +202,14 @@ class Settings(BaseSettings):
         description="Memory left free on each GPU when planning offload ('512MiB'); llama.cpp's "
         "--fit leaves 1 GiB too.",
     )
+    rpc_describe_timeout: float = Field(
+        15.0,
+        gt=0,
+        le=600,
+        description="Seconds to wait for rpc-servers to describe their devices when planning "
+        "(an rpc-server serves one client at a time; one that does not answer in time is "
+        "planned without a memory check at load, and is an error for `plan`).",
+    )
     max_tool_calls: int = Field(
         16,
         ge=1,

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.engine.memory import MemoryPlan
-from server.engine.options import CacheType, FlashAttn
+from server.engine.options import MAX_RPC_SERVERS, CacheType, FlashAttn
 from server.planning import Planner
 
 router = APIRouter(tags=["system"])
@@ -34,6 +34,17 @@ class PlanRequest(BaseModel):
         None, description="auto, -1 (all), or a layer count."
     )
     flash_attn: FlashAttn | None = None
+    rpc_servers: list[str] | None = Field(
+        None,
+        max_length=MAX_RPC_SERVERS,
+        description="rpc-servers (host:port) to split the model over, among those configured "
+        "on this server (load.rpc_servers, catalog entries); [] = none. Unset: the model's own.",
+    )
+    tensor_split: list[float] | None = Field(
+        None,
+        max_length=128,
+        description="Share of the offloaded layers per device (rpc-servers first, then GPUs).",
+    )
     remote: bool = Field(
         True,
         description="Read the header of a model not in the store from where it would be "
@@ -49,6 +60,8 @@ class PlanRequest(BaseModel):
             "type_v": self.type_v or self.kv_type,
             "n_gpu_layers": self.gpu_layers,
             "flash_attn": self.flash_attn,
+            "rpc_servers": self.rpc_servers,
+            "tensor_split": self.tensor_split,
         }
         return {k: v for k, v in given.items() if v is not None}
 
@@ -68,13 +81,17 @@ class PlanResponse(BaseModel):
 async def plan(body: PlanRequest, request: Request) -> PlanResponse:
     """Weights, KV cache and compute buffers per device, whether it fits, the largest context.
 
-    404 for an unknown model, 400 for bad options, 502 when a remote header cannot be read.
+    404 for an unknown model, 400 for bad options or an rpc-server that cannot be asked, 403
+    for an rpc-server not configured here, 502 when a remote header cannot be read.
     """
     planner: Planner = request.app.state.planner
 
     def work() -> PlanResponse:
         target = planner.target(body.model, remote=body.remote, insecure=body.insecure)
-        result = planner.plan(target, planner.options(target, body.overrides()))
+        options = planner.options(target, body.overrides())
+        if body.rpc_servers:
+            planner.check_rpc_allowed(options.rpc_servers)
+        result = planner.plan(target, options)
         return PlanResponse(
             model=target.name, source=target.source, header_bytes=target.header_bytes, plan=result
         )

@@ -18,7 +18,8 @@ GpuLayersOption = Annotated[
     str | None,
     typer.Option(
         "--gpu-layers",
-        help="Layers on the GPU(s): auto (as many as fit), -1 (all), or a count.",
+        help="Layers offloaded to the GPU(s) and rpc-servers: auto (as many as fit), -1 (all), "
+        "or a count.",
         show_default=False,
     ),
 ]
@@ -54,6 +55,24 @@ def plan(
     flash_attn: Annotated[
         str | None, typer.Option("--flash-attn", help="on, off or auto.", show_default=False)
     ] = None,
+    rpc: Annotated[
+        str | None,
+        typer.Option(
+            "--rpc",
+            help="rpc-servers to split the model over, host:port[,host:port] (as llama.cpp's "
+            "--rpc; setting load.rpc_servers): their devices are asked for their memory.",
+            show_default=False,
+        ),
+    ] = None,
+    tensor_split: Annotated[
+        str | None,
+        typer.Option(
+            "--tensor-split",
+            help="Share of the offloaded layers per device, e.g. 1,1 (llama.cpp's order: "
+            "rpc-servers first, then GPUs; default: by free memory).",
+            show_default=False,
+        ),
+    ] = None,
     insecure: Annotated[
         bool, typer.Option("--insecure", help="Allow plain http to hosts that are not loopback.")
     ] = False,
@@ -74,6 +93,8 @@ def plan(
         "type_v": type_v or kv_type,
         "flash_attn": flash_attn,
         "n_gpu_layers": _gpu_layers(gpu_layers),
+        "rpc_servers": rpc,
+        "tensor_split": tensor_split and [part.strip() for part in tensor_split.split(",")],
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
     planner = Planner(settings, Registry(settings))

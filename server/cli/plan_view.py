@@ -27,7 +27,7 @@ def describe_plan(target: PlanTarget, plan: MemoryPlan) -> list[str]:
     rows = [
         ["DEVICE", "LAYERS", "WEIGHTS", "KV CACHE", "COMPUTE", "OTHER", "TOTAL", "FREE", "FITS"]
     ]
-    rows += [_row(d) for d in plan.devices if d.total or d.kind == "cpu"]
+    rows += [_row(d) for d in plan.devices if d.total or d.kind in ("cpu", "rpc")]
     if len(rows) > 2:
         rows.append(
             [
@@ -63,6 +63,12 @@ def _gpu_layers(plan: MemoryPlan) -> str:
     if plan.gpu_layers_auto and not offload:
         return f"GPU layers 0 of {total} (auto: no GPU)"
     how = "auto: the most that fit" if plan.gpu_layers_auto else "as asked"
+    servers = sum(1 for d in offload if d.kind == "rpc")
+    if servers:
+        where = f"{servers} rpc-server device{'s' if servers > 1 else ''}"
+        if len(offload) > servers:
+            where += " and the GPUs"
+        return f"offloaded layers {n} of {total} ({how}) to {where}"
     return f"GPU layers {n} of {total} ({how})"
 
 

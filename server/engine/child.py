@@ -20,10 +20,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from server.engine.factory import start_batch_engine
-from server.engine.loader import ModelFacts
+from server.engine.factory import auto_gpu_layers, start_batch_engine
+from server.engine.loader import ModelFacts, ensure_backend, resolve_options
 from server.engine.options import LoadOptions
-from server.engine.rpc import RpcDevice, register_servers
+from server.engine.rpc import RpcDevice, plan_devices, register_servers
 from server.engine.types import GenerationRequest, SlotInfo
 from server.errors import EngineError, GGUFServeError
 
@@ -74,7 +74,24 @@ class PlacementLog(logging.Handler):
             self.buffers.append((match["buffer"], match["kind"], float(match["mib"])))
 
 
+def _resolved(config: ChildConfig, rpc: list[RpcDevice]) -> LoadOptions:
+    """The options with `n_gpu_layers: auto` (left to us when the parent could not describe the
+    servers) made a count that fits this machine's devices and the registered servers'."""
+    options = config.options
+    if options.n_gpu_layers != "auto":
+        return options
+    cap = options.n_ctx or 1
+    facts = ModelFacts(n_ctx_train=config.n_ctx_train, n_layer=config.n_layer)
+    effective = resolve_options(options, facts, n_ctx_cap=cap)
+    layers = auto_gpu_layers(config.path, effective, n_ctx_cap=cap, extra=plan_devices(rpc))
+    logger.info("n_gpu_layers auto: %d fit this host's devices and the rpc-servers'", layers)
+    return options.model_copy(update={"n_gpu_layers": layers})
+
+
 def _load(config: ChildConfig) -> tuple[Any, ReadyInfo]:
+    ensure_backend()
+    rpc = register_servers(config.options.rpc_servers)  # first: `auto` plans with them
+    options = _resolved(config, rpc)
     llama_log = logging.getLogger("server.engine.llama_cpp")
     placement = PlacementLog()
     llama_log.addHandler(placement)
@@ -82,7 +99,7 @@ def _load(config: ChildConfig) -> tuple[Any, ReadyInfo]:
     try:
         engine = start_batch_engine(
             config.path,
-            config.options,
+            options,
             ModelFacts(n_ctx_train=config.n_ctx_train, n_layer=config.n_layer),
             n_ctx_cap=config.options.n_ctx or 1,
             max_queue=config.max_queue,
@@ -99,7 +116,7 @@ def _load(config: ChildConfig) -> tuple[Any, ReadyInfo]:
         n_parallel=engine.n_parallel,
         n_embd=engine.n_embd,
         placement=tuple(placement.buffers),
-        devices=tuple(register_servers(config.options.rpc_servers)),  # registered: no new calls
+        devices=tuple(rpc),
     )
     return engine, info
 

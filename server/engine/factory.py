@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from server.engine.options import LoadOptions
 from server.engine.types import EngineReporter
 
 if TYPE_CHECKING:
+    from server.engine.plan_types import Device
     from server.engine.supervised import SupervisedEngine
 
 logger = logging.getLogger(__name__)
@@ -85,15 +87,18 @@ def start_batch_engine(
     return BatchEngine(handles, max_queue=max_queue, reporter=reporter)
 
 
-def auto_gpu_layers(path: Path, options: LoadOptions, *, n_ctx_cap: int) -> int:
+def auto_gpu_layers(
+    path: Path, options: LoadOptions, *, n_ctx_cap: int, extra: Sequence[Device] = ()
+) -> int:
     """The most layers of the model at `path` that fit the free memory of llama.cpp's offload
-    devices (0, without reading the file, when there is none)."""
+    devices and the `extra` ones (registered rpc-servers), split by the options'
+    `tensor_split` (0, without reading the file, when there is none)."""
     from server.engine.devices import list_devices
     from server.engine.memory import plan_memory
     from server.registry.gguf_info import read_split_gguf_info
     from server.registry.splits import SPLIT_NAME
 
-    devices = list_devices()
+    devices = [*list_devices(), *extra]
     if all(device.is_host for device in devices):
         return 0
     match = SPLIT_NAME.match(path.name)
@@ -103,5 +108,12 @@ def auto_gpu_layers(path: Path, options: LoadOptions, *, n_ctx_cap: int) -> int:
         stem = match.group("prefix")
         parts = [path.with_name(f"{stem}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
     info = read_split_gguf_info(parts)
-    plan = plan_memory(info, options, devices, n_ctx_cap=n_ctx_cap, find_max_ctx=False)
+    plan = plan_memory(
+        info,
+        options,
+        devices,
+        n_ctx_cap=n_ctx_cap,
+        tensor_split=options.tensor_split or None,
+        find_max_ctx=False,
+    )
     return plan.n_gpu_layers

@@ -116,3 +116,8 @@ class MemoryPlan(BaseModel):
 def with_free(device: Device, free: int) -> Device:
     """A copy of `device` that has `free` bytes free (e.g. a budget less what is loaded)."""
     return replace(device, free=free)
+
+
+def rpc_device_name(endpoint: str, index: int = 0) -> str:
+    """How llama.cpp names device `index` of the rpc-server at `endpoint` in its load log."""
+    return f"RPC{index}[{endpoint}]"

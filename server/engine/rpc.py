@@ -25,6 +25,7 @@ from pathlib import Path
 import llama_cpp
 
 from server.engine.options import parse_endpoint
+from server.engine.plan_types import Device, rpc_device_name
 from server.errors import ModelLoadError
 
 _lock = threading.Lock()
@@ -42,9 +43,29 @@ class RpcDevice:
     total: int
 
 
-# The planner's view (engine/memory.py, issue 12): each RpcDevice is a Device of kind "rpc"
-# named f"{name}[{endpoint}]", with `free` and `total`; LoadOptions.tensor_split gives the
-# shares in this order (rpc_servers first, as llama.cpp orders devices).
+def plan_devices(rows: list[RpcDevice]) -> list[Device]:
+    """The planner's view of the servers' devices: kind "rpc", in llama.cpp's order.
+
+    Named as llama.cpp names their buffers in its load log (`RPC0[10.0.0.2:50052] model
+    buffer size = ...`): the device's index on its server, then the server. llama.cpp's device
+    name (`RPC1`, numbered across servers in the order they were added) goes in the
+    description. LoadOptions.tensor_split gives the shares in this order (rpc_servers first).
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for row in rows:
+        index = seen.get(row.endpoint, 0)
+        seen[row.endpoint] = index + 1
+        out.append(
+            Device(
+                rpc_device_name(row.endpoint, index),
+                "rpc",
+                row.free,
+                row.total,
+                f"{row.name} on rpc-server {row.endpoint}",
+            )
+        )
+    return out
 
 
 def _ggml() -> ctypes.CDLL:
