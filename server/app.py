@@ -33,8 +33,8 @@ from server.api.text_guard import reject_untokenizable_text
 from server.api.ui import UIFiles
 from server.errors import GGUFServeError, ModelNotFound
 from server.planning import DeviceLister, Planner
-from server.rpc_planning import RpcDevices
 from server.registry import Registry
+from server.rpc_planning import RpcDevices
 from server.scheduler import EngineFactory, ModelManager
 from server.settings import Settings
 

@@ -42,7 +42,9 @@ def start_engine(
         from server.engine.supervised import SupervisedEngine
 
         effective = resolve_options(options, facts, n_ctx_cap=n_ctx_cap)
-        return SupervisedEngine(path, effective, max_queue=max_queue, label=label or path.name)
+        return SupervisedEngine(
+            path, effective, max_queue=max_queue, label=label or path.name, facts=facts
+        )
     return start_batch_engine(
         path,
         options,

@@ -24,7 +24,7 @@ import llama_cpp
 
 from server.engine.child import ChildConfig, ReadyInfo
 from server.engine.child_process import ChildProcess
-from server.engine.loader import ensure_backend
+from server.engine.loader import ModelFacts, ensure_backend
 from server.engine.options import LoadOptions
 from server.engine.remote import RemoteStream, settle
 from server.engine.rpc import RpcDevice, reachable
@@ -49,13 +49,22 @@ MAX_BACKOFF_SECONDS = 30.0
 class SupervisedEngine:
     """The Engine protocol over a child process that holds the model (and its rpc-servers)."""
 
-    def __init__(self, path: Path, options: LoadOptions, *, max_queue: int, label: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        options: LoadOptions,
+        *,
+        max_queue: int,
+        label: str,
+        facts: ModelFacts | None = None,
+    ) -> None:
         self.label = label
         self._config = ChildConfig(
             path=path,
             options=options,
-            n_ctx_train=0,
-            n_layer=0,
+            # the child validates again: without the facts a layer count would read as "all"
+            n_ctx_train=facts.n_ctx_train if facts else 0,
+            n_layer=facts.n_layer if facts else 0,
             max_queue=max_queue,
             label=label,
             log_level=logging.getLogger().getEffectiveLevel(),

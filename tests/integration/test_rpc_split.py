@@ -81,19 +81,46 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[SimHost]]:
 
 
 @pytest.fixture(scope="module")
-def split_server(
-    hosts: list[SimHost], default_model_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
+def split_home(default_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("home")
     store = Store(home)
     store.import_file(default_model_path, SPLIT)
     store.copy(SPLIT, LOCAL)
+    return home
+
+
+@pytest.fixture(scope="module")
+def planned(split_home: Path, hosts: list[SimHost]) -> tuple[dict[str, Any], str]:
+    """`gguf-serve plan --rpc` (JSON and table) at the split server's settings, run as a user
+    runs it before that server holds the rpc-servers (each serves one client at a time)."""
+    endpoints = ",".join(f"{h.address}:{PORT}" for h in hosts)
+    argv = [
+        sys.executable, "-m", "server", "plan", SPLIT, "--home", str(split_home),
+        "--rpc", endpoints, "--tensor-split", "1,1", "--gpu-layers", "-1",
+        "--ctx", "2048", "--parallel", "2",
+    ]  # fmt: skip
+    runs = [
+        subprocess.run(a, capture_output=True, text=True, timeout=120, cwd=REPO)
+        for a in ([*argv, "--json"], argv)
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    return json.loads(runs[0].stdout)["plan"], runs[1].stdout
+
+
+@pytest.fixture(scope="module")
+def split_server(
+    planned: tuple[dict[str, Any], str],  # first: the plan asks the servers before we hold them
+    hosts: list[SimHost],
+    split_home: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningServer]:
     endpoints = [f"{h.address}:{PORT}" for h in hosts]
     catalog = {
         SPLIT: {"load": {"rpc_servers": endpoints, "n_gpu_layers": -1, "tensor_split": [1, 1]}}
     }
     srv = start_server(
-        home,
+        split_home,
         tmp_path_factory.mktemp("logs"),
         GGUF_SERVE_MODELS=json.dumps(catalog),
         GGUF_SERVE_MAX_LOADED_MODELS="2",
@@ -101,6 +128,12 @@ def split_server(
     )
     yield srv
     srv.stop()
+
+
+def logged_buffers(log: str) -> dict[tuple[str, str], float]:
+    """(buffer, model|KV) -> MiB, from the child's `<kind> buffer on <buffer>: N MiB` lines."""
+    found = re.findall(r"\] (model|KV) buffer on (\S+): ([0-9.]+) MiB", log)
+    return {(buffer, kind): float(mib) for kind, buffer, mib in found}
 
 
 def greedy(url: str, model: str) -> tuple[list[str], str]:
@@ -120,6 +153,59 @@ def test_servers_describe_their_devices_for_the_memory_planner(hosts: list[SimHo
     devices = describe_servers(endpoints)
     assert [d.endpoint for d in devices] == list(endpoints)
     assert all(d.name.startswith("RPC") and 0 < d.free <= d.total for d in devices)
+
+
+def test_cli_plan_splits_the_layers_over_both_servers(
+    planned: tuple[dict[str, Any], str], hosts: list[SimHost]
+) -> None:
+    plan, table = planned
+    names = [f"RPC0[{h.address}:{PORT}]" for h in hosts]  # as llama.cpp names their buffers
+    cpu, first, second = plan["devices"]
+    assert (cpu["kind"], first["name"], second["name"]) == ("cpu", *names)
+    assert plan["n_gpu_layers"] == 31 and not plan["gpu_layers_auto"]
+    # 31 layers (30 and the output) at the cut 1/2: il / 31 < 0.5 goes to the first
+    assert (first["layer_range"], second["layer_range"]) == ("0-15", "16-29") and second["output"]
+    assert cpu["layers"] == 0 and cpu["kv"] == 0 and first["kv"] > second["kv"] > 0
+    assert plan["offloaded"] == first["total"] + second["total"] and plan["fits"]
+    rows = {line.split()[0]: line.split() for line in table.splitlines() if line.strip()}
+    assert rows[names[0]][1] == "0-15" and rows[names[1]][1] == "16-29,output"
+    assert "offloaded layers 31 of 31 (as asked) to 2 rpc-server devices" in table
+
+
+def test_the_real_split_load_puts_what_the_plan_said_on_each_server(
+    planned: tuple[dict[str, Any], str], split_server: RunningServer
+) -> None:
+    plan, _ = planned
+    buffers = logged_buffers(split_server.log.read_text())
+    mib = 1 << 20
+    for device in plan["devices"][1:]:
+        # the KV cache is exact arithmetic; weights within 1% (llama.cpp pads each tensor)
+        assert buffers[(device["name"], "KV")] == pytest.approx(device["kv"] / mib, abs=0.01)
+        assert buffers[(device["name"], "model")] == pytest.approx(
+            device["weights"] / mib, rel=0.01
+        )
+    host_weights = sum(v for (b, k), v in buffers.items() if k == "model" and "RPC" not in b)
+    assert host_weights == pytest.approx(plan["devices"][0]["weights"] / mib, rel=0.01)
+    assert not any(k == "KV" and "RPC" not in b for b, k in buffers)  # no KV on the host
+
+
+def test_post_plan_while_the_model_holds_the_servers_answers_from_its_load(
+    planned: tuple[dict[str, Any], str], split_server: RunningServer
+) -> None:
+    plan, _ = planned
+    started = time.monotonic()
+    r = httpx.post(f"{split_server.url}/plan", json={"model": SPLIT}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - started < 10  # never waits on a server the model holds
+    served = r.json()["plan"]
+    assert [(d["name"], d["layer_range"], d["output"]) for d in served["devices"]] == [
+        (d["name"], d["layer_range"], d["output"]) for d in plan["devices"]
+    ]
+    assert sum("held by a loaded model" in note for note in served["notes"]) == 2
+    r = httpx.post(
+        f"{split_server.url}/plan", json={"model": SPLIT, "rpc_servers": ["10.9.9.9:50052"]}
+    )
+    assert r.status_code == 403 and r.json()["error"]["param"] == "rpc_servers"
 
 
 def test_load_log_shows_model_and_kv_buffers_on_both_hosts(
