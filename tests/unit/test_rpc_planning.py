@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.budget import MemoryBudget, layers_to_load
+from server.cli import main
+from server.cli.plan_view import describe_plan
 from server.engine.memory import Device
 from server.engine.options import LoadOptions
 from server.engine.plan_types import rpc_device_name
@@ -334,3 +337,42 @@ def test_post_plan_with_a_server_down_is_a_clear_400(client: tuple[TestClient, S
     assert r.json()["error"]["param"] == "rpc_servers"
     assert f"rpc-server {A} does not accept connections" in r.json()["error"]["message"]
     assert http.get("/health").status_code == 200
+
+
+def test_the_plan_table_has_a_row_per_server(tmp_home: Path, seven_b: GGUFInfo) -> None:
+    p = planner(tmp_home, servers([24], [24]))
+    target = PlanTarget("seven:7b", seven_b, "store")
+    plan = p.plan(target, opts(rpc_servers=(A, B), n_gpu_layers=20), find_max_ctx=False)
+    lines = describe_plan(target, plan)
+    assert "  offloaded layers 20 of 33 (as asked) to 2 rpc-server devices" in lines[3]
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith("  RPC")}
+    assert rows[f"RPC0[{A}]"][1] == "13-22" and rows[f"RPC0[{B}]"][1] == "23-31,output"
+    # nothing offloaded: the servers still get their (empty) rows
+    plan = p.plan(target, opts(rpc_servers=(A, B), n_gpu_layers=0), find_max_ctx=False)
+    rows = {line.split()[0]: line.split() for line in describe_plan(target, plan) if "RPC0" in line}
+    assert rows[f"RPC0[{A}]"][1:3] == ["-", "0"]
+
+
+def unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("rpc", "message"),
+    [
+        ("127.0.0.1:{port}", "error: rpc-server 127.0.0.1:{port} does not accept connections"),
+        ("10.0.0.11", "rpc server '10.0.0.11' is not host:port"),
+    ],
+)
+def test_cli_plan_with_a_bad_or_dead_server_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], registry: Registry, rpc: str, message: str
+) -> None:
+    port = unused_port()
+    home = str(registry.settings.home)
+    with pytest.raises(SystemExit) as caught:
+        main(["plan", "alpha:1b", "--home", home, "--rpc", rpc.format(port=port)])
+    err = capsys.readouterr().err
+    assert caught.value.code == 1
+    assert message.format(port=port) in err and "Traceback" not in err
