@@ -291,16 +291,18 @@ class ModelManager:
         devices: list[Device] | None = None,
     ) -> MemoryPlan:
         """The plan of `target` beside what stays loaded, unloading idle models (least recently
-        used first, each added to `evicted`) or waiting for busy ones until it fits and the
-        count limit allows."""
+        used first, each added to `evicted`) or waiting for busy ones until it fits, the count
+        limit allows and no loaded model holds one of its rpc-servers (an rpc-server serves one
+        client at a time: loading beside would wait on it for ever)."""
         limit = self.settings.max_loaded_models
         while True:
             loaded = list(self._loaded.values())
             plans = (m.plan for m in loaded if m.plan)
             plan = self.budget.plan_beside(target, options, plans, devices)
-            if not loaded or (plan.fits and (limit == 0 or len(loaded) < limit)):
+            clash = [m for m in loaded if set(m.options.rpc_servers) & set(options.rpc_servers)]
+            if not loaded or (plan.fits and not clash and (limit == 0 or len(loaded) < limit)):
                 return plan  # alone it fits: check_alone said so
-            idle = [m for m in loaded if m.refs == 0]
+            idle = [m for m in clash or loaded if m.refs == 0]
             if idle:
                 victim = min(idle, key=lambda m: m.last_used)
                 logger.info("unloading %s to make room for %s", victim.name, target.name)

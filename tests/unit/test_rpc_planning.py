@@ -376,3 +376,31 @@ def test_cli_plan_with_a_bad_or_dead_server_is_a_one_line_error(
     err = capsys.readouterr().err
     assert caught.value.code == 1
     assert message.format(port=port) in err and "Traceback" not in err
+
+
+def test_a_model_on_the_same_rpc_server_waits_for_the_one_holding_it(
+    registry: Registry, make_gguf: MakeGGUF
+) -> None:
+    """An rpc-server serves one client: a second model on it would wait on it for ever, so the
+    model holding it is unloaded first (when idle; waited for when busy), whatever memory says."""
+    registry.import_file(make_gguf("b.gguf", seed=2, context_length=4096), "beta:1b")
+    registry.import_file(make_gguf("c.gguf", seed=3, context_length=4096), "gamma:1b")
+    described = servers([4], [4])
+    factory = CountingFactory(delay=0)
+
+    async def main() -> None:
+        mm = rpc_manager(registry, described, factory)
+        lease = await mm.acquire("alpha:1b")  # on A and B
+        local = {"rpc_servers": [], "n_gpu_layers": 0}
+        (await mm.acquire("gamma:1b", overrides=local)).release()  # no servers: loads beside
+        assert {m.name for m in mm.loaded()} == {"alpha:1b", "gamma:1b"}
+        waiting = asyncio.create_task(mm.acquire("beta:1b", overrides={"rpc_servers": [B]}))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # alpha is busy on B: beta waits rather than load beside
+        lease.release()
+        (await asyncio.wait_for(waiting, 10)).release()
+        assert {m.name for m in mm.loaded()} == {"beta:1b", "gamma:1b"}
+        assert factory.engines[0].closed and not factory.engines[1].closed
+        await mm.close()
+
+    asyncio.run(main())
