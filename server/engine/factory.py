@@ -68,9 +68,7 @@ def start_batch_engine(
 ) -> BatchEngine:
     """Load `path` in this process and start the batch engine's worker thread."""
     effective = resolve_options(options, facts, n_ctx_cap=n_ctx_cap)
-    if effective.n_gpu_layers == "auto":
-        layers = auto_gpu_layers(path, effective, n_ctx_cap=n_ctx_cap)
-        effective = effective.model_copy(update={"n_gpu_layers": layers})
+    effective = with_gpu_layers(path, effective, n_ctx_cap=n_ctx_cap)
     started = time.perf_counter()
     # The engine samples one token per slot per step, so llama.cpp need not reserve logits
     # (n_vocab floats each) for every token of a batch: see docs/MEMORY.md.
@@ -87,6 +85,14 @@ def start_batch_engine(
         effective.n_gpu_layers,
     )
     return BatchEngine(handles, max_queue=max_queue, reporter=reporter)
+
+
+def with_gpu_layers(path: Path, options: LoadOptions, *, n_ctx_cap: int) -> LoadOptions:
+    """`options` with `n_gpu_layers: auto` planned into a count (llama.cpp takes only counts)."""
+    if options.n_gpu_layers != "auto":
+        return options
+    layers = auto_gpu_layers(path, options, n_ctx_cap=n_ctx_cap)
+    return options.model_copy(update={"n_gpu_layers": layers})
 
 
 def auto_gpu_layers(

@@ -21,6 +21,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
+from server.engine.factory import with_gpu_layers
 from server.engine.loader import LlamaHandles, ModelFacts, resolve_options
 from server.engine.logit_math import TokenScores, TopK, score_rows
 from server.engine.measure_types import ScoringOptions
@@ -65,7 +66,10 @@ class Scorer:
             type_v=options.type_v,
             flash_attn=options.flash_attn,
         )
-        effective = resolve_options(load, facts, n_ctx_cap=max(n_ctx, facts.n_ctx_train))
+        cap = max(n_ctx, facts.n_ctx_train)
+        effective = with_gpu_layers(
+            path, resolve_options(load, facts, n_ctx_cap=cap), n_ctx_cap=cap
+        )
         self.n_ctx = n_ctx
         self.n_batch = n_batch
         self._handles = LlamaHandles(path, effective)

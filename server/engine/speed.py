@@ -16,6 +16,7 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
+from server.engine.factory import with_gpu_layers
 from server.engine.loader import LlamaHandles, ModelFacts, resolve_options
 from server.engine.measure_types import SpeedResult
 from server.engine.options import CacheType, FlashAttn, LoadOptions
@@ -45,7 +46,8 @@ def measure_speed(
         type_v=type_v,
         flash_attn=flash_attn,
     )
-    options = resolve_options(load, facts, n_ctx_cap=max(load.n_ctx, facts.n_ctx_train))
+    cap = max(load.n_ctx, facts.n_ctx_train)
+    options = with_gpu_layers(path, resolve_options(load, facts, n_ctx_cap=cap), n_ctx_cap=cap)
     handles = LlamaHandles(path, options)
     batch = llama_cpp.llama_batch_init(max(n_prompt, 1), 0, 1)
     try:

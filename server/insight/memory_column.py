@@ -1,8 +1,11 @@
 """Memory a model needs at a context length and KV type, for `compare` and `recommend`.
 
 The memory planner (`engine/memory.py`) owns the arithmetic: this asks it for one sequence of
-`n_ctx` tokens on this host, everything on the CPU (the figure that decides whether a quant
-fits a machine's memory), so `compare`, `recommend`, `plan` and the scheduler agree.
+`n_ctx` tokens on this host, everything on the CPU, with the weights read once (`use_mmap:
+false`). With mmap, llama.cpp's CPU backend keeps the file's pages mapped beside its repacked
+copies of Q4_0/Q4_K/... weights: RSS counts those tensors twice, but the mapped half is page
+cache the kernel can drop, so the figure that decides whether a quant fits is the one without
+it (and it follows the file sizes, as users expect).
 """
 
 from __future__ import annotations
@@ -26,10 +29,17 @@ def _host() -> Device:
 
 def memory_at_context(info: GGUFInfo, n_ctx: int, type_k: str = "f16", type_v: str = "f16") -> int:
     """Bytes to run the model with one sequence of `n_ctx` tokens on this host (the plan's
-    total: weights, repacked copies, KV cache, compute and output buffers); a model trained on
+    total: weights, KV cache, compute and output buffers); a model trained on
     fewer tokens is counted at its trained length, the most it runs."""
     options = LoadOptions.model_validate(
-        {"n_ctx": n_ctx, "n_parallel": 1, "type_k": type_k, "type_v": type_v, "n_gpu_layers": 0}
+        {
+            "n_ctx": n_ctx,
+            "n_parallel": 1,
+            "type_k": type_k,
+            "type_v": type_v,
+            "n_gpu_layers": 0,
+            "use_mmap": False,
+        }
     )
     cap = max(n_ctx, 256)
     try:

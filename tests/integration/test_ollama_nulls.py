@@ -110,7 +110,4 @@ def test_wrong_option_types_are_still_400(server: RunningServer, path: str) -> N
     }
     r = httpx.post(f"{server.url}{path}", json=payload, timeout=60)
     assert r.status_code == 400
-    assert r.json() == {
-        "error": "invalid option temperature: Input should be a valid number, unable to parse "
-        "string as a number"
-    }
+    assert r.json() == {"error": "invalid option temperature: Input should be a valid number"}

@@ -163,7 +163,8 @@ def test_memory_column_is_the_planners_one_sequence_on_the_host(make_gguf: MakeG
     info = read_gguf_info(make_gguf(context_length=4096))  # 1 layer, 2 KV heads of 16
     need = memory_at_context(info, 1024)
     host = Device("CPU", "cpu", 1 << 34, 1 << 34)
-    plan = plan_memory(info, LoadOptions(n_ctx=1024, n_parallel=1, n_gpu_layers=0), [host])
+    options = LoadOptions(n_ctx=1024, n_parallel=1, n_gpu_layers=0, use_mmap=False)
+    plan = plan_memory(info, options, [host])
     assert need == plan.total and plan.kv.total > 0
     assert need > info.tensor_bytes  # weights, then KV and buffers
     assert memory_at_context(info, 2048) > need  # more context, more KV
