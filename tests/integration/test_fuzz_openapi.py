@@ -6,8 +6,9 @@ route belongs to (OpenAI's `{"error": {message, type, param, code}}` or Ollama's
 `{"error": "..."}`). Bounded in time: 20 examples per operation, no shrinking, and a
 generated request that would generate text is held to a few tokens and choices (only those
 counts are changed; every other field is as generated), so each finishes in a second or two.
-`/api/pull` is left out: with no network every pull of a generated name is a 502 from the
-source, which is right, not a defect.
+`/api/pull` is left out and `/plan` reads no remote header (`remote: false`): with no network
+every pull or header read of a generated name is a 502 from the source, which is right, not a
+defect.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ def _bounded(body: Any, path: str) -> None:
         return
     if isinstance(body.get("model"), str) and len(body["model"]) % 2 == 0:
         body["model"] = DEFAULT_MODEL
+    if path == "/plan":
+        body["remote"] = False  # a header read over the network: no network here
     if path.startswith("/v1/"):
         for key in ("max_tokens", "max_completion_tokens"):
             value = body.get(key)
