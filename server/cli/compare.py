@@ -92,8 +92,10 @@ def compare_cmd(
     config_dir: ConfigDirOption = None,
     home: HomeOption = None,
 ) -> None:
-    """One row per model: size, bits per weight, memory at your context, perplexity, Δ vs the
-    reference, KL divergence, same-top-token %, and speed here. Figures are cached."""
+    """One row per model: size, memory, perplexity, KL divergence and speed, side by side.
+
+    Also bits per weight, Δ perplexity vs the reference and same-top-token %; the memory is at
+    your context and KV type, the speed measured here. Figures are cached."""
     registry = registry_for(ctx, home, config_dir)
     settings = registry.settings
     run_ctx = context or settings.load.n_ctx
@@ -221,8 +223,9 @@ def recommend_cmd(
     config_dir: ConfigDirOption = None,
     home: HomeOption = None,
 ) -> None:
-    """The best quant of a family that fits the memory, and why, in two lines: from measured
-    figures when `compare` has run, from rules of thumb otherwise."""
+    """The best quant of a family that fits the memory, and why, in two lines.
+
+    From measured figures when `compare` has run, from rules of thumb otherwise."""
     registry = registry_for(ctx, home, config_dir)
     settings = registry.settings
     budget = parse_memory(memory) if memory is not None else available_memory()

@@ -105,8 +105,10 @@ def perplexity(
     config_dir: ConfigDirOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Perplexity ± error as llama.cpp's perplexity tool computes it, and KL divergence against
-    the family's highest-precision model. Cached: repeating a command is instant."""
+    """Perplexity ± error, as llama.cpp computes it, and KL divergence against a reference.
+
+    The reference is the family's highest-precision model. Cached: repeating a command is
+    instant."""
     registry = registry_for(ctx, home, config_dir)
     options = scoring_options(window, batch, kv_types(kv_type, type_k, type_v), flash_attn, threads)
     with ScoreView(Console(stderr=True)) as view:
