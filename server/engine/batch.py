@@ -15,15 +15,15 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import llama_cpp
-import numpy as np
 
 from server.engine.courier import Courier
 from server.engine.embeddings import Embedder, normalized
+from server.engine.fault import FaultHook, Part, run_isolated
 from server.engine.jobs import (
     GenerationStreamImpl,
     Item,
@@ -36,6 +36,7 @@ from server.engine.jobs import (
 from server.engine.loader import LlamaHandles
 from server.engine.logprobs import token_logprobs
 from server.engine.sampling import Sampler
+from server.engine.step import StepBatch
 from server.engine.textstream import TextStream
 from server.engine.tokenizer import Tokenizer
 from server.engine.types import (
@@ -60,7 +61,12 @@ class BatchEngine:
     """The Engine implementation on llama.cpp's batch API with `n_parallel` slots."""
 
     def __init__(
-        self, handles: LlamaHandles, *, max_queue: int, reporter: EngineReporter | None = None
+        self,
+        handles: LlamaHandles,
+        *,
+        max_queue: int,
+        reporter: EngineReporter | None = None,
+        fault: FaultHook | None = None,  # tests only: see engine.fault
     ) -> None:
         self._h = handles
         self._reporter = reporter
@@ -78,13 +84,7 @@ class BatchEngine:
         self._closing = False
         self._embedder: Embedder | None = None  # created on the first embedding request
         self._use_counter = itertools.count(1)
-        self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
-        b = self._batch
-        self._b_token = np.ctypeslib.as_array(b.token, shape=(self._n_batch,))
-        self._b_pos = np.ctypeslib.as_array(b.pos, shape=(self._n_batch,))
-        self._b_logits = np.ctypeslib.as_array(b.logits, shape=(self._n_batch,))
-        np.ctypeslib.as_array(b.n_seq_id, shape=(self._n_batch,))[:] = 1
-        self._b_seq = [b.seq_id[i] for i in range(self._n_batch)]
+        self._stepper = StepBatch(self._n_batch, self.tokenizer.n_vocab, fault)
         self._courier = Courier(deliver, lambda job: job.loop)
         self._thread = threading.Thread(target=self._run, name="gguf-serve-engine", daemon=True)
         self._thread.start()
@@ -272,7 +272,7 @@ class BatchEngine:
                 slot.job = None
         self._courier.send(leftovers)
         self._courier.close()
-        llama_cpp.llama_batch_free(self._batch)
+        self._stepper.free()
         if self._embedder is not None:
             self._embedder.close()
         self._h.close()
@@ -372,64 +372,37 @@ class BatchEngine:
         return out
 
     def _step(self) -> list[tuple[Job, Item]]:
-        n = 0
-        outputs: list[tuple[Slot, int]] = []
-        tok, pos, logits, seq = self._b_token, self._b_pos, self._b_logits, self._b_seq
-        for slot in self._slots:
-            if slot.job is not None and slot.pending >= 0:
-                p = len(slot.tokens)
-                tok[n] = slot.pending
-                pos[n] = p
-                logits[n] = 1
-                seq[n][0] = slot.id
-                slot.tokens.append(slot.pending)
-                slot.pending = -1
-                outputs.append((slot, n))
-                n += 1
-        budget = self._n_batch - n
-        prefilling = sorted(
-            (
-                s
-                for s in self._slots
-                if s.job is not None and s.n_done < len(s.job.req.prompt_tokens)
-            ),
-            key=lambda s: s.job.t_admit if s.job else 0.0,
-        )
-        for slot in prefilling:
-            if budget <= 0:
-                break
-            job = slot.job
-            assert job is not None
-            prompt = job.req.prompt_tokens
-            take = min(budget, len(prompt) - slot.n_done)
-            start = slot.n_done
-            chunk = prompt[start : start + take]
-            tok[n : n + take] = chunk
-            pos[n : n + take] = np.arange(start, start + take, dtype=np.int32)
-            logits[n : n + take] = 0
-            sid = slot.id
-            for i in range(n, n + take):
-                seq[i][0] = sid
-            slot.tokens.extend(chunk)
-            slot.n_done += take
-            n += take
-            budget -= take
-            if slot.n_done == len(prompt):
-                logits[n - 1] = 1
-                outputs.append((slot, n - 1))
-        if n == 0:
+        """One decode step; a failed decode fails only the requests that cause it (fault.py)."""
+        parts = self._stepper.plan(self._slots)
+        out: list[tuple[Job, Item]] = []
+        if parts:
+            run_isolated(
+                parts,
+                functools.partial(self._stepper.decode, self._ctx),
+                lambda done: out.extend(self._sample(done)),
+                functools.partial(self._stepper.rollback, self._mem),
+                lambda part, rc: out.extend(self._fail_part(part, rc)),
+            )
+        return out
+
+    def _fail_part(self, part: Part, rc: int) -> list[tuple[Job, Item]]:
+        slot, job = part.slot, part.slot.job
+        if job is None:
             return []
-        self._batch.n_tokens = n
-        rc = llama_cpp.llama_decode(self._ctx, self._batch)
-        if rc != 0:
-            raise EngineError(f"llama_decode returned {rc}")
+        logger.error("slot %d: llama_decode failed (%d) on this request's tokens", slot.id, rc)
+        self._report_end("error", job, slot)
+        self._release(slot, clear_kv=True)
+        return [(job, EngineError(f"generation failed: llama_decode returned {rc}"))]
+
+    def _sample(self, parts: Sequence[Part]) -> list[tuple[Job, Item]]:
         out: list[tuple[Job, Item]] = []
         now = time.perf_counter()
-        for slot, idx in outputs:
-            job = slot.job
-            assert job is not None
+        for part in parts:
+            slot, job = part.slot, part.slot.job
+            if not part.output or job is None:
+                continue
             try:
-                event = self._after_sample(slot, job, idx, now)
+                event = self._after_sample(slot, job, part.index, now)
             except Exception as exc:
                 logger.exception("request failed in slot %d", slot.id)
                 out.append((job, EngineError(f"generation failed: {exc}")))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from server.engine.batch import BatchEngine
+from server.engine.fault import FaultHook
 from server.engine.loader import LlamaHandles, ModelFacts, resolve_options
 from server.engine.options import LoadOptions
 from server.engine.types import EngineReporter
@@ -65,8 +66,10 @@ def start_batch_engine(
     max_queue: int,
     label: str | None = None,
     reporter: EngineReporter | None = None,
+    fault: FaultHook | None = None,
 ) -> BatchEngine:
-    """Load `path` in this process and start the batch engine's worker thread."""
+    """Load `path` in this process and start the batch engine's worker thread (`fault`: a
+    test hook, see engine.fault)."""
     effective = resolve_options(options, facts, n_ctx_cap=n_ctx_cap)
     effective = with_gpu_layers(path, effective, n_ctx_cap=n_ctx_cap)
     started = time.perf_counter()
@@ -84,7 +87,7 @@ def start_batch_engine(
         effective.flash_attn,
         effective.n_gpu_layers,
     )
-    return BatchEngine(handles, max_queue=max_queue, reporter=reporter)
+    return BatchEngine(handles, max_queue=max_queue, reporter=reporter, fault=fault)
 
 
 def with_gpu_layers(path: Path, options: LoadOptions, *, n_ctx_cap: int) -> LoadOptions:
