@@ -88,6 +88,14 @@ class ModelLoadError(GGUFServeError):
     code = "model_load_failed"
 
 
+class ModelTemplateError(GGUFServeError):
+    """The model's own chat template (GGUF or Modelfile) ran past its time or size budget: the
+    model's fault, answered like a model that cannot load (422, not retried)."""
+
+    type = "model_error"
+    code = "template_failed"
+
+
 class PullError(GGUFServeError):
     """Fetching a model failed (network, source, or verification)."""
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from server.budget import MemoryBudget, layers_to_load
+from server.chat.sandbox import RenderLimits
 from server.chat.template import ChatTemplate
 from server.engine.options import LoadOptions
 from server.errors import GGUFServeError, InvalidRequest, ModelLoadError
@@ -113,11 +114,12 @@ def default_engine_factory(
         )
         tok = engine.tokenizer
         bos, eos = tok.token_text(tok.bos), tok.token_text(tok.eos)
+        limits = RenderLimits(settings.template_timeout_seconds, settings.template_max_chars)
         try:
-            template = ChatTemplate(info.chat_template, bos_token=bos, eos_token=eos)
+            template = ChatTemplate(info.chat_template, bos_token=bos, eos_token=eos, limits=limits)
         except InvalidRequest:
             logger.warning("%s: its chat template does not parse; using ChatML", resolved.name)
-            template = ChatTemplate(None, bos_token=bos, eos_token=eos)
+            template = ChatTemplate(None, bos_token=bos, eos_token=eos, limits=limits)
         return engine, template
 
     return make

@@ -282,6 +282,33 @@ class Settings(BaseSettings):
         repr=False,
         description="Hugging Face access token for gated or private repos (env HF_TOKEN).",
     )
+    # Running safely for days: template budgets, shutdown, stream keep-alive.
+    template_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=600,
+        description="Longest one chat-template render may take (GGUF Jinja, Modelfile or "
+        "request template); past it the request fails (400 for a request's template).",
+    )
+    template_max_chars: int = Field(
+        8 * MiB,
+        ge=4096,
+        description="Most characters a chat-template render may produce or build.",
+    )
+    shutdown_grace_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM/SIGINT: how long running requests may finish before open "
+        "streams are ended (with a final event) and the server exits.",
+    )
+    sse_ping_seconds: float = Field(
+        15.0,
+        ge=0,
+        le=3600,
+        description="Idle seconds before a streamed /v1 answer sends an SSE comment as a "
+        "keep-alive through proxies (0 = never).",
+    )
 
     ray: RayOptions = Field(
         default_factory=RayOptions, description="Replicas on Ray Serve (`gguf-serve ray`)."

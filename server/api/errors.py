@@ -17,6 +17,7 @@ _STATUS: list[tuple[type[e.GGUFServeError], int]] = [
     (e.InvalidRequest, 400),
     (e.InvalidModelFile, 400),
     (e.ModelLoadError, 422),  # not retried by the SDKs (they retry 408, 409, 429, 5xx)
+    (e.ModelTemplateError, 422),
     (e.ChecksumMismatch, 502),
     (e.PullError, 502),
     (e.EngineError, 500),

@@ -13,12 +13,19 @@ import re
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from server.errors import InvalidRequest
+from server.chat.sandbox import (
+    BudgetedSandbox,
+    RenderLimits,
+    TemplateLimitExceeded,
+    compile_budgeted,
+    render_budgeted,
+)
+from server.errors import InvalidRequest, ModelTemplateError
 
 _ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.DOTALL)
 _TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|`[^`]*`|\(|\)|[^\s()]+')
+_GO_SPACE = " \t\r\n"  # what Go's trim markers remove
 _FUNCS = {"eq", "ne", "and", "or", "not", "len", "json", "lt", "gt", "le", "ge"}
 
 
@@ -94,26 +101,26 @@ class _Translator:
             raise InvalidRequest(f"unsupported template action: {{{{ {text} }}}}", param="template")
         return out
 
-    def action(self, body: str, lt: str, rt: str) -> str:
+    def action(self, body: str) -> str:
         if body.startswith("/*"):
-            return f"{{#{lt} {rt}#}}"
+            return ""
         word = body.split(None, 1)[0] if body else ""
         rest = body[len(word) :].strip()
         if word == "if":
             self.blocks.append("if")
-            return f"{{%{lt} if {self.pipeline(rest)} {rt}%}}"
+            return f"{{% if {self.pipeline(rest)} %}}"
         if word == "else":
             if rest.startswith("if "):
-                return f"{{%{lt} elif {self.pipeline(rest[3:])} {rt}%}}"
-            return f"{{%{lt} else {rt}%}}"
+                return f"{{% elif {self.pipeline(rest[3:])} %}}"
+            return "{% else %}"
         if word == "end":
             if not self.blocks:
                 raise InvalidRequest("unexpected {{ end }} in template", param="template")
             kind = self.blocks.pop()
             if kind == "range":
                 self.dots.pop()
-                return f"{{%{lt} endfor {rt}%}}"
-            return f"{{%{lt} endif {rt}%}}"
+                return "{% endfor %}"
+            return "{% endif %}"
         if word == "range":
             match = re.fullmatch(r"\$(\w+)\s*,\s*\$(\w+)\s*:=\s*(.+)", rest)
             self.loop_n += 1
@@ -122,33 +129,51 @@ class _Translator:
                 seq = self.pipeline(source)
                 self.dots.append(item)
                 self.blocks.append("range")
-                return f"{{%{lt} for {index}, {item} in ({seq} or []) | list | enumerate {rt}%}}"
+                return f"{{% for {index}, {item} in ({seq} or []) | list | enumerate %}}"
             seq = self.pipeline(rest)
             item = f"_it{self.loop_n}"
             self.dots.append(item)
             self.blocks.append("range")
-            return f"{{%{lt} for {item} in ({seq} or []) {rt}%}}"
+            return f"{{% for {item} in ({seq} or []) %}}"
         if word in ("with", "define", "template", "block"):
             raise InvalidRequest(f"'{word}' is not supported in templates", param="template")
-        return f"{{{{{lt} {self.pipeline(body)} {rt}}}}}"
+        return f"{{{{ {self.pipeline(body)} }}}}"
 
 
-def translate(source: str) -> str:
-    """Jinja source for a Go-template prompt template. Raises InvalidRequest when unsupported."""
+def translate(source: str) -> tuple[str, tuple[str, ...]]:
+    """Jinja source for a Go-template prompt template, and the literal texts it prints.
+
+    Text between actions never becomes Jinja source: each piece is printed from the `_lit`
+    tuple, so `{%`, `{#` or a stray `{{` in it stays literal wherever it stands. Go's trim
+    markers (`{{-`, `-}}`) are applied here, to that text. Raises InvalidRequest when the
+    template uses something unsupported.
+    """
     tr = _Translator()
     parts: list[str] = []
+    literals: list[str] = []
+
+    def literal(text: str) -> None:
+        if text:
+            parts.append(f"{{{{ _lit[{len(literals)}] }}}}")
+            literals.append(text)
+
     pos = 0
+    trim_next = False
     for match in _ACTION.finditer(source):
-        literal = source[pos : match.start()]
-        parts.append(literal.replace("{%", "{{ '{%' }}").replace("{#", "{{ '{#' }}"))
-        lt = "-" if match.group(1) else ""
-        rt = "-" if match.group(3) else ""
-        parts.append(tr.action(match.group(2), lt, rt))
+        text = source[pos : match.start()]
+        if trim_next:
+            text = text.lstrip(_GO_SPACE)
+        if match.group(1):
+            text = text.rstrip(_GO_SPACE)
+        literal(text)
+        parts.append(tr.action(match.group(2)))
+        trim_next = bool(match.group(3))
         pos = match.end()
-    parts.append(source[pos:])
+    tail = source[pos:]
+    literal(tail.lstrip(_GO_SPACE) if trim_next else tail)
     if tr.blocks:
         raise InvalidRequest("template has an unclosed {{ if }} or {{ range }}", param="template")
-    return "".join(parts)
+    return "".join(parts), tuple(literals)
 
 
 def _enumerate(seq: Any) -> Any:
@@ -156,21 +181,39 @@ def _enumerate(seq: Any) -> Any:
 
 
 class GoTemplate:
-    """A compiled Ollama template; render(System=..., Prompt=..., Messages=[...], ...)."""
+    """A compiled Ollama template; render(System=..., Prompt=..., Messages=[...], ...).
 
-    def __init__(self, source: str) -> None:
+    `from_request`: the template came in a request (`template` on /api/generate), so its
+    failures are the client's (400); otherwise it is the model's (Modelfile TEMPLATE) and one
+    that runs past its budget is a model error.
+    """
+
+    def __init__(
+        self, source: str, *, limits: RenderLimits | None = None, from_request: bool = False
+    ) -> None:
         self.source = source
-        env = ImmutableSandboxedEnvironment(keep_trailing_newline=True)
+        self.limits = limits or RenderLimits()
+        self.from_request = from_request
+        env = BudgetedSandbox(keep_trailing_newline=True)
         env.filters["enumerate"] = _enumerate
+        jinja_source, literals = translate(source)
         try:
-            self._template = env.from_string(translate(source))
-        except jinja2.TemplateSyntaxError as exc:
+            self._template = compile_budgeted(env, jinja_source, self.limits, {"_lit": literals})
+        except (jinja2.TemplateSyntaxError, TemplateLimitExceeded) as exc:
             raise InvalidRequest(f"the template does not parse: {exc}", param="template") from None
         self.uses_messages = ".Messages" in source
 
     def render(self, **values: Any) -> str:
-        """Raises InvalidRequest when rendering fails (e.g. a field of the wrong type)."""
+        """The prompt. Blocks for up to `limits.seconds`: call it off the event loop.
+
+        Raises InvalidRequest when rendering fails (e.g. a field of the wrong type, or a request
+        template past its budget), ModelTemplateError when the model's template passes it.
+        """
         try:
-            return self._template.render(_root=values, **values)
+            return render_budgeted(self._template, self.limits, {"_root": values, **values})
+        except TemplateLimitExceeded as exc:
+            if self.from_request:
+                raise InvalidRequest(f"the template failed: {exc}", param="template") from None
+            raise ModelTemplateError(f"the model's template failed: {exc}") from None
         except jinja2.TemplateError as exc:
             raise InvalidRequest(f"the template failed: {exc}", param="template") from None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from server.api.ollama.protocol import Message, ToolCall, ToolCallFunction
 from server.chat.gotemplate import GoTemplate
+from server.chat.sandbox import RenderLimits
 from server.chat.template import ChatTemplate
 from server.chat.tools import Tool, ToolChoice, ToolPlan, plan_tools, render_chat
 from server.engine import grammar
@@ -102,13 +103,16 @@ class ModelPrompting:
 
     name: str
     extras: ModelExtras
+    limits: RenderLimits = field(default_factory=RenderLimits)
 
     @classmethod
     async def of(cls, manager: ModelManager, name: str) -> ModelPrompting:
         """Raises ModelNotFound, InvalidName."""
         resolved = await asyncio.to_thread(manager.registry.resolve, name)
         extras = await asyncio.to_thread(read_extras, manager.registry, resolved)
-        return cls(name=resolved.name, extras=extras)
+        s = manager.settings
+        limits = RenderLimits(s.template_timeout_seconds, s.template_max_chars)
+        return cls(name=resolved.name, extras=extras, limits=limits)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -123,7 +127,11 @@ class ModelPrompting:
 
     def _go_template(self, override: str | None) -> GoTemplate | None:
         source = override or self.extras.template
-        return GoTemplate(source) if source else None
+        if not source:
+            return None
+        return GoTemplate(source, limits=self.limits, from_request=bool(override))
+
+    # render_chat and render_generate run a template: call them off the event loop.
 
     def render_chat(
         self,

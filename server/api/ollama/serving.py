@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -107,7 +108,9 @@ class OllamaGeneration:
             constraint = grammar
             if tool_support is not None:
                 constraint, triggers = tool_support.grammar, tool_support.triggers
-            text = render(prompting, loaded.template, tool_support)
+            # Off the event loop: a template is code (the model's or the request's) that runs
+            # until its budget (template_timeout_seconds) ends it.
+            text = await asyncio.to_thread(render, prompting, loaded.template, tool_support)
             tokens = await tokenize(loaded.engine, text)
             if context:
                 check_token_ids(context, loaded.engine.n_vocab, param="context")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -51,7 +52,11 @@ class ChatService:
         inputs = read_chat(body)
 
         async def prepare(model: LoadedModel) -> Prepared[ChatRun]:
-            prompt = build_prompt(inputs, model.template, max_calls=self.max_tool_calls)
+            # Off the event loop: the chat template is code from the model file, run until its
+            # budget (template_timeout_seconds) ends it.
+            prompt = await asyncio.to_thread(
+                build_prompt, inputs, model.template, max_calls=self.max_tool_calls
+            )
             tokens = await tokenize(model.engine, prompt.text)
             requests = [
                 GenerationRequest(
