@@ -129,6 +129,13 @@ class ModelUnavailable(GGUFServeError):
         self.retry_after = retry_after
 
 
+class ClientDisconnected(GGUFServeError):
+    """The client closed the connection before its (non-streamed) answer was ready."""
+
+    type = "invalid_request_error"
+    code = "client_disconnected"
+
+
 class EngineError(GGUFServeError):
     """A failure inside the engine while serving one request."""
 

@@ -18,6 +18,7 @@ _STATUS: list[tuple[type[e.GGUFServeError], int]] = [
     (e.InvalidModelFile, 400),
     (e.ModelLoadError, 422),  # not retried by the SDKs (they retry 408, 409, 429, 5xx)
     (e.ModelTemplateError, 422),
+    (e.ClientDisconnected, 499),  # nginx's "client closed request": nobody reads it
     (e.ChecksumMismatch, 502),
     (e.PullError, 502),
     (e.EngineError, 500),

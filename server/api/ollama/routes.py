@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import PlainTextResponse
 
+from server.api.disconnect import until_disconnect
 from server.api.edge_rules import is_loopback
 from server.api.ollama.embed import OllamaEmbeddings
 from server.api.ollama.models import OllamaModels
@@ -61,21 +62,25 @@ async def version() -> VersionResponse:
 
 
 @router.post("/api/chat", response_model=None)
-async def chat(body: ChatRequest, service: Gen) -> ChatResponse | NDJSONResponse:
+async def chat(body: ChatRequest, service: Gen, request: Request) -> ChatResponse | NDJSONResponse:
     if not body.messages:
         return await service.load_only(body.model, body.options, body.keep_alive, ChatResponse)
     run = await service.prepare_chat(body)
-    return NDJSONResponse(service.chat_stream(run)) if body.stream else await service.chat_once(run)
+    if body.stream:
+        return NDJSONResponse(service.chat_stream(run))
+    return await until_disconnect(request, service.chat_once(run))
 
 
 @router.post("/api/generate", response_model=None)
-async def generate(body: GenerateRequest, service: Gen) -> GenerateResponse | NDJSONResponse:
+async def generate(
+    body: GenerateRequest, service: Gen, request: Request
+) -> GenerateResponse | NDJSONResponse:
     if not body.prompt and not body.context:
         return await service.load_only(body.model, body.options, body.keep_alive, GenerateResponse)
     run = await service.prepare_generate(body)
     if body.stream:
         return NDJSONResponse(service.generate_stream(run))
-    return await service.generate_once(run)
+    return await until_disconnect(request, service.generate_once(run))
 
 
 @router.post("/api/embed")

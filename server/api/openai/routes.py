@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
+from server.api.disconnect import until_disconnect
 from server.api.openai.chat_protocol import ChatCompletion, ChatCompletionRequest
 from server.api.openai.completions import CompletionService
 from server.api.openai.completions_protocol import Completion, CompletionRequest
@@ -30,18 +31,22 @@ Models = Annotated[ModelsService, Depends(from_state("models_service", ModelsSer
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, service: Chat
+    body: ChatCompletionRequest, service: Chat, request: Request
 ) -> ChatCompletion | EventStreamResponse:
     run = await service.prepare(body)
-    return EventStreamResponse(service.stream(run)) if body.stream else await service.complete(run)
+    if body.stream:
+        return EventStreamResponse(service.stream(run))
+    return await until_disconnect(request, service.complete(run))
 
 
 @router.post("/completions", response_model=None)
 async def completions(
-    body: CompletionRequest, service: Completions
+    body: CompletionRequest, service: Completions, request: Request
 ) -> Completion | EventStreamResponse:
     run = await service.prepare(body)
-    return EventStreamResponse(service.stream(run)) if body.stream else await service.complete(run)
+    if body.stream:
+        return EventStreamResponse(service.stream(run))
+    return await until_disconnect(request, service.complete(run))
 
 
 @router.post("/embeddings")
