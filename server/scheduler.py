@@ -16,7 +16,7 @@ from server.budget import MemoryBudget, layers_to_load
 from server.chat.sandbox import RenderLimits
 from server.chat.template import ChatTemplate
 from server.engine.options import LoadOptions
-from server.errors import GGUFServeError, InvalidRequest, ModelLoadError
+from server.errors import EngineError, GGUFServeError, InvalidRequest, ModelLoadError
 from server.planning import Planner, PlanTarget
 
 if TYPE_CHECKING:
@@ -167,6 +167,8 @@ class ModelManager:
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = asyncio.Lock()
         self._idle = asyncio.Condition()
+        self._idle_seq = 0  # counts models going idle or unloaded (see _wait_change)
+        self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def loaded(self) -> list[LoadedModel]:
@@ -209,28 +211,47 @@ class ModelManager:
         return Lease(self, model, keep_alive)
 
     async def _load(self, resolved: ResolvedModel, options: LoadOptions) -> LoadedModel:
-        """Raises InsufficientMemory, InvalidLoadOptions, ModelLoadError."""
+        """Raises InsufficientMemory, InvalidLoadOptions, ModelLoadError, EngineError (the
+        server is shutting down).
+
+        The lock is held only while deciding and loading, never while waiting for a busy model
+        to go idle (its own copy with other options, or one that must make room): that wait
+        happens outside it, so other loads, expiry, unloads and shutdown go on meanwhile.
+        """
         target = _target(resolved)
-        async with self._lock:
-            current = self._loaded.get(resolved.name)
-            if current is not None and current.options == options:
-                return current  # another request loaded it while we waited
-            # this machine's devices, and the rpc-servers' of `options` (asked in a thread)
-            devices = await asyncio.to_thread(self.budget.devices_for, resolved.name, options)
-            self.budget.check_alone(target, options, devices)  # before anything is unloaded
-            if self._check is not None:
-                await asyncio.to_thread(self._checked, resolved)
-            evicted: list[LoadedModel] = []
-            if current is not None:
-                await self._wait_idle(current)
-                await self._unload(current, "reload")
-                evicted.append(current)
-            plan = await self._make_room(target, options, evicted, devices)
-            try:
-                return await self._start(resolved, options, plan)
-            except Exception:
-                await self._restore(evicted)
-                raise
+        devices: list[Device] | None = None
+        checked = False
+        evicted: list[LoadedModel] = []
+        while True:
+            async with self._lock:
+                self._check_open()
+                current = self._loaded.get(resolved.name)
+                if current is not None and current.options == options:
+                    return current  # another request loaded it while we waited
+                if not checked:
+                    checked = True
+                    # this machine's devices, and the rpc-servers' of `options` (asked in a thread)
+                    devices = await asyncio.to_thread(
+                        self.budget.devices_for, resolved.name, options
+                    )
+                    self.budget.check_alone(target, options, devices)  # before anything is unloaded
+                    if self._check is not None:
+                        await asyncio.to_thread(self._checked, resolved)
+                if current is not None and current.refs == 0:
+                    await self._unload(current, "reload")
+                    evicted.append(current)
+                    current = None
+                plan = None
+                if current is None:
+                    plan = await self._room(target, options, evicted, devices)
+                if plan is not None:
+                    try:
+                        return await self._start(resolved, options, plan)
+                    except Exception:
+                        await self._restore(evicted)
+                        raise
+                seen = self._idle_seq
+            await self._wait_change(seen)
 
     def _checked(self, resolved: ResolvedModel) -> None:
         """Raises ModelLoadError naming the model when the check refuses it."""
@@ -285,17 +306,18 @@ class ModelManager:
             if model.refs == 0:
                 self._schedule_expiry(model, asyncio.get_running_loop())
 
-    async def _make_room(
+    async def _room(
         self,
         target: PlanTarget,
         options: LoadOptions,
         evicted: list[LoadedModel],
         devices: list[Device] | None = None,
-    ) -> MemoryPlan:
+    ) -> MemoryPlan | None:
         """The plan of `target` beside what stays loaded, unloading idle models (least recently
-        used first, each added to `evicted`) or waiting for busy ones until it fits, the count
-        limit allows and no loaded model holds one of its rpc-servers (an rpc-server serves one
-        client at a time: loading beside would wait on it for ever)."""
+        used first, each added to `evicted`) until it fits, the count limit allows and no loaded
+        model holds one of its rpc-servers (an rpc-server serves one client at a time: loading
+        beside would wait on it for ever); None when only busy models stand in the way (the
+        caller waits, without the lock)."""
         limit = self.settings.max_loaded_models
         while True:
             loaded = list(self._loaded.values())
@@ -305,18 +327,27 @@ class ModelManager:
             if not loaded or (plan.fits and not clash and (limit == 0 or len(loaded) < limit)):
                 return plan  # alone it fits: check_alone said so
             idle = [m for m in clash or loaded if m.refs == 0]
-            if idle:
-                victim = min(idle, key=lambda m: m.last_used)
-                logger.info("unloading %s to make room for %s", victim.name, target.name)
-                await self._unload(victim, "evicted")
-                evicted.append(victim)
-                continue
-            async with self._idle:
-                await self._idle.wait()
+            if not idle:
+                return None
+            victim = min(idle, key=lambda m: m.last_used)
+            logger.info("unloading %s to make room for %s", victim.name, target.name)
+            await self._unload(victim, "evicted")
+            evicted.append(victim)
 
-    async def _wait_idle(self, model: LoadedModel) -> None:
+    async def _wait_change(self, seen: int) -> None:
+        """Wait (holding no lock) until a model went idle or was unloaded after `seen` was read,
+        or the manager closes."""
         async with self._idle:
-            await self._idle.wait_for(lambda: model.refs == 0)
+            await self._idle.wait_for(lambda: self._idle_seq != seen or self._closed)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineError("the server is shutting down")
+
+    def _changed(self) -> None:
+        """Something a waiting load or unload may be waiting for happened: wake them."""
+        self._idle_seq += 1
+        self._spawn(asyncio.get_running_loop(), self._notify_idle())
 
     def _release(self, model: LoadedModel, keep_alive: float | None) -> None:
         model.refs -= 1
@@ -325,9 +356,8 @@ class ModelManager:
             model.keep_alive = keep_alive
         if model.refs > 0:
             return
-        loop = asyncio.get_running_loop()
-        self._spawn(loop, self._notify_idle())
-        self._schedule_expiry(model, loop)
+        self._changed()
+        self._schedule_expiry(model, asyncio.get_running_loop())
 
     def _spawn(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
         task = loop.create_task(coro)
@@ -357,26 +387,36 @@ class ModelManager:
                 await self._unload(model, "expired")
 
     async def unload(self, name: str) -> bool:
-        """Unload `name` once its requests finish; False if it was not loaded."""
+        """Unload `name` once its requests finish (waiting without the lock); False if it was
+        not loaded."""
         resolved = await asyncio.to_thread(self.registry.resolve, name)
-        async with self._lock:
-            model = self._loaded.get(resolved.name)
-            if model is None:
-                return False
-            await self._wait_idle(model)
-            await self._unload(model, "requested")
-            return True
+        while True:
+            async with self._lock:
+                model = self._loaded.get(resolved.name)
+                if model is None:
+                    return False
+                if model.refs == 0:
+                    await self._unload(model, "requested")
+                    return True
+                seen = self._idle_seq
+            await self._wait_change(seen)
+            if self._closed:
+                return True  # shutdown unloads it
 
     async def _unload(self, model: LoadedModel, reason: UnloadReason) -> None:
         if model.timer is not None:
             model.timer.cancel()
         self._loaded.pop(model.name, None)
         await asyncio.to_thread(model.engine.close)
+        self._changed()
         if self._reporter is not None:
             self._reporter.model_unloaded(model.name, reason)
 
     async def close(self) -> None:
-        """Unload everything (at shutdown); running requests fail with 'model unloaded'."""
+        """Unload everything (at shutdown); running requests fail with 'model unloaded', and
+        loads or unloads waiting for a busy model give up."""
+        self._closed = True
+        await self._notify_idle()
         async with self._lock:
             for model in list(self._loaded.values()):
                 await self._unload(model, "shutdown")
