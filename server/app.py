@@ -29,6 +29,7 @@ from server.api.openai.completions import CompletionService
 from server.api.openai.embeddings import EmbeddingService
 from server.api.openai.models import ModelsService
 from server.api.openai.serving import ChatService
+from server.api.shutdown import Drain, GracefulServer
 from server.api.text_guard import reject_untokenizable_text
 from server.api.ui import UIFiles
 from server.errors import GGUFServeError, ModelNotFound
@@ -124,6 +125,7 @@ def create_app(
     registry = registry or Registry(settings)
     planner = Planner(settings, registry, devices, rpc)
     metrics = Metrics() if settings.metrics else None
+    drain = Drain(settings.shutdown_grace_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -133,7 +135,10 @@ def create_app(
         if metrics is not None:
             metrics.watch(manager)
         app.state.manager = manager
-        lifecycle = app.state.lifecycle = Lifecycle(manager, settings.default_model, metrics)
+        drain.attach(asyncio.get_running_loop())
+        lifecycle = app.state.lifecycle = Lifecycle(
+            manager, settings.default_model, metrics, drain=drain
+        )
         app.state.chat_service = ChatService(lifecycle, max_tool_calls=settings.max_tool_calls)
         app.state.completion_service = CompletionService(lifecycle)
         app.state.embedding_service = EmbeddingService(lifecycle)
@@ -152,6 +157,7 @@ def create_app(
         finally:
             if task is not None:
                 task.cancel()
+            drain.cancel_timer()
             await manager.close()
 
     app = FastAPI(
@@ -164,6 +170,7 @@ def create_app(
     app.state.registry = registry
     app.state.planner = planner
     app.state.metrics = metrics
+    app.state.drain = drain
     if metrics is not None:
         app.add_middleware(RouteRecorder)  # innermost: next to the router
     public = PUBLIC_PATHS + (("/metrics",) if settings.metrics_public else ())
@@ -189,7 +196,8 @@ def configure_logging(level: str) -> None:
 
 
 def run_server(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn handles both and runs the lifespan shutdown)."""
+    """Serve until SIGINT/SIGTERM: stop accepting, let running requests finish for
+    shutdown_grace_seconds, end the rest with a final event, unload, exit 0."""
     import uvicorn
 
     configure_logging(settings.log_level)
@@ -197,11 +205,14 @@ def run_server(settings: Settings) -> None:
     logger.info(
         "gguf-serve %s listening on http://%s:%d", __version__, settings.host, settings.port
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=5,
+        # The drain ends what still runs at shutdown_grace_seconds; uvicorn's own limit is a
+        # backstop past that, for requests the drain does not know (loads, pulls, uploads).
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 10,
         access_log=settings.log_level == "debug",
     )
+    GracefulServer(config, app.state.drain).run()

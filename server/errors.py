@@ -129,6 +129,12 @@ class ModelUnavailable(GGUFServeError):
         self.retry_after = retry_after
 
 
+class ServerShuttingDown(ModelUnavailable):
+    """The server is stopping (SIGTERM) and the grace period for running requests is over."""
+
+    code = "server_shutting_down"
+
+
 class ClientDisconnected(GGUFServeError):
     """The client closed the connection before its (non-streamed) answer was ready."""
 

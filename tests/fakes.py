@@ -32,11 +32,15 @@ class FakeStream:
         self._i = 0
         self._text = ""
         self._watch = request.watch() if request.watch is not None else None
+        self._interrupted: BaseException | None = None
 
     def __aiter__(self) -> FakeStream:
         return self
 
     async def __anext__(self) -> GenerationEvent:
+        if self._interrupted is not None:
+            exc, self._interrupted, self.closed = self._interrupted, None, True
+            raise exc
         if self.closed or self._i > len(self._tokens):
             raise StopAsyncIteration
         await asyncio.sleep(self.engine.delay)
@@ -70,6 +74,9 @@ class FakeStream:
 
     async def aclose(self) -> None:
         self.closed = True
+
+    def interrupt(self, exc: BaseException) -> None:
+        self._interrupted = exc
 
 
 @dataclass

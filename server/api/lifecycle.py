@@ -17,9 +17,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from server.api.shutdown import Drain
 from server.api.streams import Collected, collect, merge_streams, submit_all
 from server.engine.types import Engine, GenerationEvent, GenerationRequest, GenerationStream
-from server.errors import GGUFServeError
+from server.errors import GGUFServeError, ServerShuttingDown
 from server.scheduler import Lease, LoadedModel, ModelManager
 
 T = TypeVar("T")
@@ -72,6 +73,7 @@ class Run(Generic[T]):
     load_seconds: float  # resolving and (if needed) loading the model
     api: str = ""  # the API that runs it (openai, ollama), for the observer
     observer: RunObserver | None = None
+    drain: Drain | None = None  # told when the run ends (graceful shutdown)
     _closed: bool = False
     _ended: int = 0  # choices that reached their final event
     _failed: bool = False
@@ -124,6 +126,8 @@ class Run(Generic[T]):
         if self._closed:
             return
         self._closed = True
+        if self.drain is not None:
+            self.drain.untrack(self)
         try:
             for stream in self.streams:
                 await stream.aclose()
@@ -144,16 +148,26 @@ class Run(Generic[T]):
         self.observer.run_ended(self.api, self.model, outcome)
         self.observer = None  # once
 
+    def interrupt(self, exc: ServerShuttingDown) -> None:
+        """End the answer now (shutdown): each stream's reader gets `exc` after what it has."""
+        for stream in self.streams:
+            stream.interrupt(exc)
+
 
 class Lifecycle:
     """Leases models from the manager and runs generation requests on them."""
 
     def __init__(
-        self, manager: ModelManager, default_model: str, observer: RunObserver | None = None
+        self,
+        manager: ModelManager,
+        default_model: str,
+        observer: RunObserver | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.manager = manager
         self.default_model = default_model
         self.observer = observer
+        self.drain = drain
 
     @asynccontextmanager
     async def hold(
@@ -188,8 +202,11 @@ class Lifecycle:
         """Lease `model`, let `prepare` render and tokenize for it, and queue its requests.
 
         Every 4xx/5xx is raised here, before a byte of the answer is sent: the model's lookup
-        and load, the prompt, the context length, a full queue, a grammar llama.cpp rejects.
+        and load, the prompt, the context length, a full queue, a grammar llama.cpp rejects,
+        a server that is shutting down (503).
         """
+        if self.drain is not None and self.drain.draining:
+            raise ServerShuttingDown("the server is shutting down", retry_after=5)
         started = time.perf_counter()
         lease = await self.manager.acquire(
             model or self.default_model, overrides=overrides, keep_alive=keep_alive
@@ -203,7 +220,7 @@ class Lifecycle:
         except BaseException:
             lease.release()
             raise
-        return Run(
+        run = Run(
             model=lease.model.name,
             lease=lease,
             streams=streams,
@@ -212,4 +229,8 @@ class Lifecycle:
             load_seconds=load_seconds,
             api=api,
             observer=self.observer,
+            drain=self.drain,
         )
+        if self.drain is not None:
+            self.drain.track(run)
+        return run

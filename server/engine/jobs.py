@@ -133,6 +133,11 @@ class GenerationStreamImpl:
             self._done = True
             self._engine.cancel(self._job)
 
+    def interrupt(self, exc: BaseException) -> None:
+        if not self._done:
+            self._engine.cancel(self._job)
+            self._job.queue.put_nowait(exc)
+
     def __del__(self) -> None:  # a response body that was never iterated still frees its slot
         if not self._done:
             self._job.cancelled = True  # no lock here: the worker reads the flag every step

@@ -42,6 +42,11 @@ class RemoteStream:
             self._done = True
             self._engine.cancel_remote(self.rid)
 
+    def interrupt(self, exc: BaseException) -> None:
+        if not self._done:
+            self._engine.cancel_remote(self.rid)
+            self.queue.put_nowait(exc)
+
     def __del__(self) -> None:  # a response body that was never iterated still frees its slot
         if not self._done:
             self._engine.cancel_remote(self.rid)

@@ -160,6 +160,11 @@ class GenerationStream(Protocol):
 
     async def aclose(self) -> None: ...
 
+    def interrupt(self, exc: BaseException) -> None:
+        """Cancel the request and make the reader's next step raise `exc` (after the events
+        already delivered): how a server that is shutting down ends a running answer."""
+        ...
+
 
 class Engine(Protocol):
     """What the HTTP layer needs from a loaded model; a fake can stand in for HTTP tests."""

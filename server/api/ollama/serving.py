@@ -24,7 +24,7 @@ from server.api.ollama.protocol import (
 from server.api.streams import Collected
 from server.chat.template import ChatTemplate
 from server.engine.types import GenerationRequest, Usage, check_token_ids
-from server.errors import GGUFServeError, InvalidRequest, UnsupportedFeature
+from server.errors import GGUFServeError, InvalidRequest, ServerShuttingDown, UnsupportedFeature
 from server.scheduler import LoadedModel
 
 _NS = 1_000_000_000
@@ -274,4 +274,6 @@ async def _result(run: Run[OllamaRun]) -> Collected:
 
 
 def _error_line(exc: GGUFServeError) -> str:
+    if isinstance(exc, ServerShuttingDown):  # the last line: tell line readers it is done
+        return json.dumps({"error": exc.message, "done": True, "done_reason": "shutdown"})
     return json.dumps({"error": exc.message})

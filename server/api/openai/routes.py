@@ -29,13 +29,17 @@ Embeddings = Annotated[EmbeddingService, Depends(from_state("embedding_service",
 Models = Annotated[ModelsService, Depends(from_state("models_service", ModelsService))]
 
 
+def _ping(request: Request) -> float:
+    return float(request.app.state.settings.sse_ping_seconds)
+
+
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
     body: ChatCompletionRequest, service: Chat, request: Request
 ) -> ChatCompletion | EventStreamResponse:
     run = await service.prepare(body)
     if body.stream:
-        return EventStreamResponse(service.stream(run))
+        return EventStreamResponse(service.stream(run), ping_seconds=_ping(request))
     return await until_disconnect(request, service.complete(run))
 
 
@@ -45,7 +49,7 @@ async def completions(
 ) -> Completion | EventStreamResponse:
     run = await service.prepare(body)
     if body.stream:
-        return EventStreamResponse(service.stream(run))
+        return EventStreamResponse(service.stream(run), ping_seconds=_ping(request))
     return await until_disconnect(request, service.complete(run))
 
 
