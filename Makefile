@@ -9,7 +9,7 @@ PORT   ?= 11434
 
 RPC_SERVER := .cache/rpc-server/rpc-server
 
-.PHONY: run test install model browser lint typecheck unit integration bench bench-memory bench-quant clean test-container rpc-server
+.PHONY: run test install model browser lint typecheck unit integration bench bench-memory bench-quant clean test-container rpc-server soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,13 @@ bench-memory: model
 bench-quant: model
 	$(BIN)/python bench/quant_ladder.py
 	$(BIN)/python bench/perplexity_vs_llamacpp.py
+
+# 1,000 mixed requests (both APIs, stream or not, tools, 10% hang-ups) against a --parallel 8
+# server on the test store: no 5xx, RSS flat after warm-up, slots idle, /health answering.
+SOAK_HOME := .cache/test-home
+soak: install
+	@GGUF_SERVE_HOME=$(SOAK_HOME) $(BIN)/gguf-serve show $(MODEL) >/dev/null 2>&1 || GGUF_SERVE_HOME=$(SOAK_HOME) $(BIN)/gguf-serve pull $(MODEL)
+	$(BIN)/python bench/soak.py --home $(SOAK_HOME)
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -53,7 +53,14 @@ class Server:
             self.proc.kill()
 
 
-def start_server(*args: str, threads: int = 2, n_ctx: int = 2048, **env: str) -> Server:
+def start_server(
+    *args: str,
+    threads: int = 2,
+    n_ctx: int = 2048,
+    launcher: list[str] | None = None,
+    **env: str,
+) -> Server:
+    """A `gguf-serve serve` process (or `launcher` + the same arguments) on a free port."""
     port = free_port()
     full_env = {
         **os.environ,
@@ -63,7 +70,10 @@ def start_server(*args: str, threads: int = 2, n_ctx: int = 2048, **env: str) ->
         **env,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--port", str(port), "--model", MODEL, *args],
+        [
+            *(launcher or [sys.executable, "-m", "server"]),
+            *("serve", "--port", str(port), "--model", MODEL, *args),
+        ],
         env=full_env,
         cwd=REPO,
     )

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from server.app import create_app
 from server.chat.gotemplate import GoTemplate
 from server.chat.sandbox import RenderLimits
 from server.chat.template import ChatTemplate
 from server.errors import InvalidRequest, ModelTemplateError
+from server.registry import Registry
+from server.settings import load_settings
+from tests.conftest import MakeGGUF
+from tests.fakes import FakeEngine
 
 LIMITS = RenderLimits(seconds=0.5, max_chars=100_000)
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -103,3 +110,27 @@ def test_text_around_go_actions_is_literal(source: str, expected: str | None) ->
             GoTemplate(source, from_request=True).render(Prompt="P")
         return
     assert GoTemplate(source, from_request=True).render(Prompt="P") == expected
+
+
+def test_a_runaway_model_template_is_a_422_model_error_on_both_apis(
+    tmp_home: Path, make_gguf: MakeGGUF
+) -> None:
+    settings = load_settings(home=tmp_home, default_model="fake:1b")
+    registry = Registry(settings)
+    registry.import_file(make_gguf(context_length=32768), "fake:1b")
+    engine = FakeEngine()
+
+    def factory(resolved: object, options: object) -> tuple[FakeEngine, ChatTemplate]:
+        return engine, ChatTemplate(LOOPING[0], limits=LIMITS)
+
+    app = create_app(settings, registry=registry, engine_factory=factory)  # type: ignore[arg-type]
+    with TestClient(app, base_url="http://localhost") as client:
+        messages = [{"role": "user", "content": "Hi"}]
+        r = client.post("/v1/chat/completions", json={"model": "fake:1b", "messages": messages})
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["type"] == "model_error" and error["code"] == "template_failed"
+        assert "longer than 0.5 seconds" in error["message"]
+        r = client.post("/api/chat", json={"model": "fake:1b", "messages": messages})
+        assert r.status_code == 422 and "chat template" in r.json()["error"]
+        assert client.get("/health").status_code == 200
