@@ -16,13 +16,15 @@ import server.api.openai.routes as routes
 from server.cli import main
 
 
-def _sse_starlette(
-    payloads: AsyncIterator[str], status_code: int = 200, *, ping_seconds: float = 0
-) -> EventSourceResponse:
-    return EventSourceResponse(
-        payloads, status_code=status_code, ping=ping_seconds or None, sep="\n"
-    )
+class _SSEStarlette(EventSourceResponse):
+    """EventSourceResponse with our EventStreamResponse's signature (a class: FastAPI reads the
+    route's return annotation, which names it)."""
+
+    def __init__(
+        self, payloads: AsyncIterator[str], status_code: int = 200, *, ping_seconds: float = 0
+    ) -> None:
+        super().__init__(payloads, status_code=status_code, ping=ping_seconds or None, sep="\n")
 
 
-routes.EventStreamResponse = _sse_starlette  # type: ignore[assignment,misc]
+routes.EventStreamResponse = _SSEStarlette  # type: ignore[misc]
 main()

@@ -4,7 +4,11 @@ Wall-clock decode speed on this 2-core machine drifts by +-10 % between runs; CP
 server's main thread (HTTP, SSE encoding, handing tokens over) per token is steadier, and it is
 the cost that competes with llama.cpp's threads for the cores.
 
-    .venv/bin/python bench/stream_overhead.py [--tokens 1000] [--streams 1]
+    .venv/bin/python bench/stream_overhead.py [--tokens 1000] [--streams 1] [--threads 2]
+                                              [--sse-starlette]
+
+`--sse-starlette` sends the /v1 streams through sse-starlette's EventSourceResponse (pings,
+disconnect detection, shutdown drain on) instead of ours (bench/_sse_starlette_server.py).
 """
 
 from __future__ import annotations
@@ -41,8 +45,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=1000)
     ap.add_argument("--streams", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sse-starlette", action="store_true")
     args = ap.parse_args()
-    server = start_server("--parallel", str(max(args.streams, 1)), threads=2)
+    here = Path(__file__).resolve().parent
+    server = start_server(
+        "--parallel",
+        str(max(args.streams, 1)),
+        threads=args.threads,
+        launcher=[sys.executable, str(here / "_sse_starlette_server.py")]
+        if args.sse_starlette
+        else None,
+    )
     try:
         with httpx.Client() as client:
             stream_chat(client, server.url, STORY, 8)
@@ -58,7 +72,8 @@ def main() -> None:
     finally:
         server.stop()
     main_cpu = after.get("main", 0) - before.get("main", 0)
-    print(f"machine: {machine()}; {args.streams} stream(s), {total} tokens")
+    path = "sse-starlette EventSourceResponse" if args.sse_starlette else "our EventStreamResponse"
+    print(f"machine: {machine()}; {args.streams} stream(s), {total} tokens; {path}")
     for name in sorted(after):
         delta = after[name] - before.get(name, 0.0)
         if delta > 0.005:
