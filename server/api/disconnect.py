@@ -39,6 +39,9 @@ async def until_disconnect(request: Request, answer: Coroutine[Any, Any, T]) -> 
     watch = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this request itself was cancelled: so is its answer
+        work.cancel()
+        raise
     finally:
         watch.cancel()
     if work.done():

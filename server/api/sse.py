@@ -82,7 +82,7 @@ class EventStreamResponse(StreamingResponse):
                 group.cancel_scope.cancel()
 
             async def ping() -> None:
-                seen = -1
+                seen = 0  # no event yet: the first ping comes after one quiet interval
                 while True:
                     await anyio.sleep(self.ping_seconds)
                     quiet = activity.events == seen
