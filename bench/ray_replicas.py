@@ -26,7 +26,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import MODEL, free_port, machine, median, save
-from server.deploy.ray import REPLICA_HEADER, build, simulated_cluster
+from server.deploy.ray import REPLICA_HEADER, build, deployment_name, simulated_cluster
 from server.settings import load_settings
 
 
@@ -42,16 +42,22 @@ def deploy(port: int, replicas: int, router: str, n_parallel: int) -> str:
     serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
     serve.run(build(settings), name="gguf-serve", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
-    seen: set[str] = set()
+    # Every replica running, as Serve's controller says: /health through the proxy cannot tell
+    # (Ray's default router prefers the proxy's node, so it may never reach the other replica).
+    name = deployment_name(router)
     deadline = time.monotonic() + 300
-    while len(seen) < replicas and time.monotonic() < deadline:  # every replica loaded
-        try:
-            r = httpx.get(f"{url}/health", timeout=5)
-            if r.status_code == 200:
-                seen.add(r.headers[REPLICA_HEADER])
-        except httpx.TransportError:
-            pass
+    while time.monotonic() < deadline:
+        app = serve.status().applications["gguf-serve"]
+        running = app.deployments[name].replica_states.get("RUNNING", 0)
+        if running == replicas:
+            try:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
         time.sleep(0.2)
+    else:
+        raise RuntimeError(f"{replicas} replica(s) of {name} not running after 300 s")
     return url
 
 
@@ -144,7 +150,13 @@ def next_turn_ttft(url: str, conversations: int, salt: str) -> dict[str, Any]:
                 {"role": "user", "content": "And the fewest?"},
             ]
             turn2 = ask(client, url, messages, session)
-            rows.append({**turn2, "same": turn2["replica"] == turn1["replica"]})
+            rows.append(
+                {
+                    **turn2,
+                    "turn1_replica": turn1["replica"],
+                    "same": turn2["replica"] == turn1["replica"],
+                }
+            )
     return {
         "ttft_median": median([r["ttft"] for r in rows]),
         "rows": rows,
@@ -183,6 +195,10 @@ def main() -> None:
                     salt = f"{router}-{len(results[router])}-{time.monotonic_ns()}"
                     row = next_turn_ttft(url, args.conversations, salt)
                     results[router].append(row)
+                    for i, r in enumerate(row["rows"]):
+                        print(f"  {router} conversation {i}: turn 1 on {r['turn1_replica']}, "
+                              f"turn 2 on {r['replica']}, turn 2 cached {r['cached']} tokens, "
+                              f"TTFT {r['ttft'] * 1000:.0f} ms", flush=True)  # fmt: skip
                     print(f"{router}: turn-2 TTFTs {[round(r['ttft'] * 1000) for r in row['rows']]} ms, "
                           f"cached {[r['cached'] for r in row['rows']]}, same replica {row['same']}",
                           flush=True)  # fmt: skip

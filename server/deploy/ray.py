@@ -93,12 +93,24 @@ class GGUFServeReplica:
         return app
 
 
+def deployment_name(router: str) -> str:
+    """The Serve deployment's name, one per request router.
+
+    A Serve handle (the proxy's among them) builds its request router once and keeps it: a
+    redeploy that changes only `request_router_config` updates the replicas but not the
+    router that routes to them (Ray 2.60, `Router.update_deployment_config`), so switching
+    routers in place silently keeps the old one. A new name is a new deployment, for which
+    the proxy builds a new handle and so the new router.
+    """
+    return f"GGUFServe-{router}"
+
+
 def deployment_options(settings: Settings) -> dict[str, Any]:
     """Serve deployment options from our settings (pure: no cluster needed)."""
     opts = settings.ray
     slots = settings.load.n_parallel
     out: dict[str, Any] = {
-        "name": "GGUFServe",
+        "name": deployment_name(opts.router),
         # A replica takes its slots plus its queue; beyond that Ray routes elsewhere or waits.
         "max_ongoing_requests": slots + settings.max_queue,
         "ray_actor_options": {"num_cpus": opts.cpus_per_replica, "num_gpus": opts.gpus_per_replica},

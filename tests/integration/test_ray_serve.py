@@ -48,18 +48,27 @@ def ray_service(model_home: Path) -> Iterator[RayService]:
         from server.deploy.ray import build, simulated_cluster
     except ImportError:
         pytest.fail(f"Ray is not installed: pip install -e '.[ray]' (or set {SKIP_ENV}=1)")
-    from server.settings import load_settings
+    from server.settings import Settings, load_settings
 
     with simulated_cluster(nodes=2, cpus_per_node=1) as cluster:
         port = free_port()
-        settings = load_settings(
-            home=model_home,
-            ollama_models="",
-            load={"n_parallel": 4, "n_ctx": 2048},
-            ray={"replicas": 2, "http_port": port, "router": "affinity"},
-        )
+
+        def settings(replicas: int, router: str) -> Settings:
+            return load_settings(
+                home=model_home,
+                ollama_models="",
+                load={"n_parallel": 4, "n_ctx": 2048},
+                ray={"replicas": replicas, "http_port": port, "router": router},
+            )
+
         serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
-        serve.run(build(settings), name="gguf-serve", route_prefix="/")
+        # First Ray's default router, used once through the proxy, then an in-place switch to
+        # ours (as `serve deploy` with a changed config does): the proxy's handle keeps the
+        # router it was built with unless the switch makes a new deployment, and the session
+        # test below then sees every session on the proxy node's replica.
+        serve.run(build(settings(1, "power-of-two")), name="gguf-serve", route_prefix="/")
+        _wait_ready(f"http://127.0.0.1:{port}")
+        serve.run(build(settings(2, "affinity")), name="gguf-serve", route_prefix="/")
         head, worker = cluster.head_node, cluster.list_all_nodes()[1]
         service = RayService(f"http://127.0.0.1:{port}", cluster, head.node_id, worker)
         _wait_ready(service.url)

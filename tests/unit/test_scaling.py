@@ -118,6 +118,8 @@ def test_deployment_options_follow_the_settings() -> None:
     assert opts["request_router_config"].request_router_kwargs == {"busy_at": 6}
     fixed = deployment_options(load_settings(ray={"replicas": 2, "router": "power-of-two"}))
     assert fixed["num_replicas"] == 2 and "request_router_config" not in fixed
+    # A router switch is a new deployment: Serve handles never rebuild their router.
+    assert opts["name"] != fixed["name"]
     on_gpu = pinned(settings, {"CPU": 3.0, "GPU": 1.0}).load
     assert (on_gpu.n_threads, on_gpu.n_gpu_layers) == (3, -1)
 
