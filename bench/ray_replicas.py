@@ -126,15 +126,16 @@ def ask(
                 ttft = time.monotonic() - start
             text += raw
         replica = r.headers[REPLICA_HEADER]
-    answer, cached = "", 0
+    answer, cached, prompt = "", 0, 0
     for line in text.splitlines():
         if line.startswith("data: {") and '"delta"' in line:
             delta = json.loads(line[6:])["choices"]
             answer += "".join(c["delta"].get("content") or "" for c in delta)
         if line.startswith("data: {") and '"usage":{' in line:
-            details = json.loads(line[6:])["usage"].get("prompt_tokens_details") or {}
-            cached = int(details.get("cached_tokens", 0))
-    return {"ttft": ttft, "replica": replica, "answer": answer, "cached": cached}
+            usage = json.loads(line[6:])["usage"]
+            prompt = int(usage["prompt_tokens"])
+            cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0))
+    return {"ttft": ttft, "replica": replica, "answer": answer, "cached": cached, "prompt": prompt}
 
 
 def next_turn_ttft(url: str, conversations: int, salt: str) -> dict[str, Any]:
@@ -192,12 +193,12 @@ def main() -> None:
             for _ in range(args.rounds):
                 for router in results:
                     url = deploy(port, 2, router, n_parallel=4)
-                    salt = f"{router}-{len(results[router])}-{time.monotonic_ns()}"
+                    salt = f"{len(results[router])}-{time.monotonic_ns()}"  # same length for both
                     row = next_turn_ttft(url, args.conversations, salt)
                     results[router].append(row)
                     for i, r in enumerate(row["rows"]):
                         print(f"  {router} conversation {i}: turn 1 on {r['turn1_replica']}, "
-                              f"turn 2 on {r['replica']}, turn 2 cached {r['cached']} tokens, "
+                              f"turn 2 on {r['replica']}, turn 2 cached {r['cached']} of {r['prompt']} prompt tokens, "
                               f"TTFT {r['ttft'] * 1000:.0f} ms", flush=True)  # fmt: skip
                     print(f"{router}: turn-2 TTFTs {[round(r['ttft'] * 1000) for r in row['rows']]} ms, "
                           f"cached {[r['cached'] for r in row['rows']]}, same replica {row['same']}",
