@@ -18,6 +18,7 @@ from tests.integration.conftest import RunningServer, start_server
 
 GRACE = 8.0
 PING = 0.3
+SHORT_TOKENS = 64
 
 
 class Reader(threading.Thread):
@@ -96,7 +97,9 @@ def test_sigterm_drains_then_ends_open_streams_cleanly(stopping_server: RunningS
         body = {
             "model": "smollm2:135m",
             "messages": [{"role": "user", "content": "Say hello."}],
-            "max_tokens": 8,
+            # long enough to hold the third slot while the fourth request queues (8 tokens
+            # could finish first on a quiet machine), short enough to end within the grace
+            "max_tokens": SHORT_TOKENS,
             "ignore_eos": True,
         }
         d = threading.Thread(
@@ -121,7 +124,7 @@ def test_sigterm_drains_then_ends_open_streams_cleanly(stopping_server: RunningS
         assert short and short[0].status_code == 200, short  # finished within the grace period
         answer = short[0].json()
         assert answer["choices"][0]["finish_reason"] == "length"
-        assert answer["usage"]["completion_tokens"] == 8
+        assert answer["usage"]["completion_tokens"] == SHORT_TOKENS
 
         for reader in (a, b, c):
             reader.join(timeout=GRACE + 10)
