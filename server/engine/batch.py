@@ -26,7 +26,6 @@ from server.engine.embeddings import Embedder, normalized
 from server.engine.fault import FaultHook, Part, run_isolated
 from server.engine.jobs import (
     GenerationStreamImpl,
-    Item,
     Job,
     Slot,
     common_prefix,
@@ -35,6 +34,7 @@ from server.engine.jobs import (
 )
 from server.engine.loader import LlamaHandles
 from server.engine.logprobs import token_logprobs
+from server.engine.queue_stream import Item
 from server.engine.sampling import Sampler
 from server.engine.step import StepBatch
 from server.engine.textstream import TextStream

@@ -10,17 +10,15 @@ import asyncio
 import time
 from typing import Protocol
 
+from server.engine.queue_stream import Item, QueueStream
 from server.engine.sampling import Sampler
 from server.engine.textstream import TextStream
 from server.engine.types import (
-    GenerationEvent,
     GenerationRequest,
     Outcome,
     OutputWatch,
     RequestReport,
 )
-
-Item = GenerationEvent | BaseException
 
 
 class _Canceller(Protocol):
@@ -90,53 +88,16 @@ class Slot:
         return "prompt" if self.n_done < len(job.req.prompt_tokens) else "generating"
 
 
-class GenerationStreamImpl:
+class GenerationStreamImpl(QueueStream):
     """Async iterator over one job's events; aclose() cancels the job."""
 
     def __init__(self, engine: _Canceller, job: Job) -> None:
+        super().__init__(job.queue)
         self._engine = engine
         self._job = job
-        self._done = False
 
-    def __aiter__(self) -> GenerationStreamImpl:
-        return self
-
-    async def __anext__(self) -> GenerationEvent:
-        if self._done:
-            raise StopAsyncIteration
-        queue = self._job.queue
-        item = await queue.get()
-        # Merge whatever else is already waiting: fewer, larger chunks when the client lags.
-        while (
-            not queue.empty() and isinstance(item, GenerationEvent) and item.finish_reason is None
-        ):
-            nxt = queue.get_nowait()
-            if isinstance(nxt, BaseException):
-                queue.put_nowait(nxt)  # raise it on the next call, after this text
-                break
-            item = GenerationEvent(
-                text=item.text + nxt.text,
-                finish_reason=nxt.finish_reason,
-                usage=nxt.usage,
-                logprobs=item.logprobs + nxt.logprobs,
-                completion_ids=nxt.completion_ids,
-            )
-        if isinstance(item, BaseException):
-            self._done = True
-            raise item
-        if item.finish_reason is not None:
-            self._done = True
-        return item
-
-    async def aclose(self) -> None:
-        if not self._done:
-            self._done = True
-            self._engine.cancel(self._job)
-
-    def interrupt(self, exc: BaseException) -> None:
-        if not self._done:
-            self._engine.cancel(self._job)
-            self._job.queue.put_nowait(exc)
+    def _cancel(self) -> None:
+        self._engine.cancel(self._job)
 
     def __del__(self) -> None:  # a response body that was never iterated still frees its slot
         if not self._done:

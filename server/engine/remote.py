@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from typing import Any, Protocol
 
+from server.engine.queue_stream import QueueStream
 from server.engine.types import GenerationEvent
 
 
@@ -13,39 +14,17 @@ class _Canceller(Protocol):
     def cancel_remote(self, rid: int) -> None: ...
 
 
-class RemoteStream:
+class RemoteStream(QueueStream):
     """Events of one request running in the child; aclose() cancels it there."""
 
     def __init__(self, engine: _Canceller, rid: int) -> None:
+        super().__init__(asyncio.Queue())
         self._engine = engine
         self.rid = rid
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[GenerationEvent | BaseException] = asyncio.Queue()
-        self._done = False
 
-    def __aiter__(self) -> RemoteStream:
-        return self
-
-    async def __anext__(self) -> GenerationEvent:
-        if self._done:
-            raise StopAsyncIteration
-        item = await self.queue.get()
-        if isinstance(item, BaseException):
-            self._done = True
-            raise item
-        if item.finish_reason is not None:
-            self._done = True
-        return item
-
-    async def aclose(self) -> None:
-        if not self._done:
-            self._done = True
-            self._engine.cancel_remote(self.rid)
-
-    def interrupt(self, exc: BaseException) -> None:
-        if not self._done:
-            self._engine.cancel_remote(self.rid)
-            self.queue.put_nowait(exc)
+    def _cancel(self) -> None:
+        self._engine.cancel_remote(self.rid)
 
     def __del__(self) -> None:  # a response body that was never iterated still frees its slot
         if not self._done:
